@@ -1,0 +1,55 @@
+"""Monte Carlo gradient estimators of the ELBO behind one interface.
+
+Every estimator is a callable ``est(model, q, num_samples, **options) -> ElboEstimate``;
+:data:`ESTIMATORS` maps each name to one, with the facts needed to choose it. See
+:mod:`estimators.base` for the shape rules and the surrogate contract.
+"""
+
+from .base import (ElboEstimate, Estimator, EstimatorError, FactorisedModel, Model,
+                   attach_gradient, set_validation)
+from .baselines import EmaBaseline
+from .iwae import dreg, iwae
+from .pathwise import pathwise, pathwise_analytic_kl, stl
+from .score_function import (score_function, score_function_ema, score_function_loo,
+                             score_function_optimal)
+
+__all__ = [
+    "ESTIMATORS", "ElboEstimate", "Estimator", "EstimatorError", "Model", "FactorisedModel",
+    "EmaBaseline", "attach_gradient", "set_validation",
+    "score_function", "score_function_ema", "score_function_loo", "score_function_optimal",
+    "pathwise", "pathwise_analytic_kl", "stl", "iwae", "dreg",
+]
+
+_SCORE = "q.log_prob differentiable in its parameters (any q, discrete too)"
+_PATH = "q.rsample; log p(x, z) differentiable in z"
+
+ESTIMATORS: dict[str, Estimator] = {
+    e.name: e
+    for e in [
+        Estimator("score_function", score_function,
+                  "mean (f(z) - b) grad log q(z), b = 0", _SCORE, "elbo", True,
+                  "Williams 1992"),
+        Estimator("score_function_ema", score_function_ema,
+                  "b = moving average of past f", _SCORE + "; state kept across steps",
+                  "elbo", True, "Mnih & Gregor 2014"),
+        Estimator("score_function_loo", score_function_loo,
+                  "b_k = mean_{j!=k} f(z_j)", _SCORE + "; num_samples >= 2", "elbo", True,
+                  "Kool et al. 2019", min_samples=2),
+        Estimator("score_function_optimal", score_function_optimal,
+                  "b_k = sum_{j!=k} f_j |s_j|^2 / sum_{j!=k} |s_j|^2",
+                  _SCORE + "; num_samples >= 2", "elbo", True,
+                  "Mohamed et al. 2020, sec. 7", min_samples=2),
+        Estimator("pathwise", pathwise, "mean grad [log p(x, g(e)) - log q(g(e))] (eq. 4)",
+                  _PATH, "elbo", True, "Kingma & Welling 2014", needs_rsample=True),
+        Estimator("pathwise_analytic_kl", pathwise_analytic_kl,
+                  "mean grad log p(x | g(e)) - grad KL(q || p(z)) (eq. 6)",
+                  _PATH + "; prior, log_likelihood, a registered KL pair", "elbo", True,
+                  "Kingma & Welling 2014", needs_rsample=True, needs_factorised=True),
+        Estimator("stl", stl, "pathwise with q's parameters stopped inside log q",
+                  _PATH, "elbo", True, "Roeder et al. 2017", needs_rsample=True),
+        Estimator("iwae", iwae, "grad log mean_k w_k, w = p(x, z) / q(z)", _PATH,
+                  "iwae", True, "Burda et al. 2016", needs_rsample=True),
+        Estimator("dreg", dreg, "lambda: sum_k wn_k^2 path-grad log w_k; theta: IWAE's",
+                  _PATH, "iwae", True, "Tucker et al. 2019", needs_rsample=True),
+    ]
+}

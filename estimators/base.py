@@ -1,0 +1,203 @@
+"""The estimator contract, written once: the result type, the model protocol, the shape rules.
+
+Shapes
+------
+``q`` is a :class:`torch.distributions.Distribution` with event shape ``(D,)``. Its batch
+dimensions are independent problems. Samples are drawn with shape
+``(num_samples, *q.batch_shape, D)`` and ``model.log_joint`` maps them to
+``(num_samples, *q.batch_shape)``. Every estimator returns tensors of shape ``q.batch_shape``.
+
+Because batch entries are independent, giving each of R replicates its own copy of the
+parameters (a leading dimension R) yields R independent gradient estimates from one backward
+pass; :mod:`estimators.diagnostics` is built on that.
+
+The surrogate
+-------------
+An estimator returns ``ElboEstimate(elbo, surrogate)``. ``surrogate`` has the value of ``elbo``
+and its gradient (``surrogate.sum().backward()``) is the estimator's estimate of the gradient of
+the objective with respect to every parameter that ``q`` (lambda in the seed) and ``model``
+(theta) depend on. The value is kept by adding ``term - term.detach()``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple, Protocol, runtime_checkable
+
+import torch
+from torch.distributions import Distribution
+
+__all__ = [
+    "ElboEstimate",
+    "Model",
+    "FactorisedModel",
+    "Estimator",
+    "EstimatorError",
+    "attach_gradient",
+    "check_inputs",
+    "check_log_joint",
+    "set_validation",
+    "validation_enabled",
+]
+
+
+class ElboEstimate(NamedTuple):
+    """An estimate of the objective and a tensor that carries the estimator's gradient.
+
+    Both have shape ``q.batch_shape``; ``surrogate`` equals ``elbo`` in value.
+    """
+
+    elbo: torch.Tensor
+    surrogate: torch.Tensor
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A model p(x, z) with x fixed: all an estimator of seed eq. (4) needs."""
+
+    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(x, z), vectorised over every leading dimension of ``z``."""
+        ...
+
+
+@runtime_checkable
+class FactorisedModel(Model, Protocol):
+    """A model written as prior times likelihood, for seed eq. (6)."""
+
+    prior: Distribution
+
+    def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z), vectorised over every leading dimension of ``z``."""
+        ...
+
+
+class EstimatorError(ValueError):
+    """Raised when an estimator is used in a way it cannot support."""
+
+
+_VALIDATE = True
+
+
+def set_validation(enabled: bool) -> None:
+    """Turn the input checks (NaN parameters, shapes) on or off for speed-critical loops."""
+    global _VALIDATE
+    _VALIDATE = bool(enabled)
+
+
+def validation_enabled() -> bool:
+    return _VALIDATE
+
+
+def attach_gradient(value: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+    """The value of ``value`` with the gradient of ``term`` alone (Pyro's surrogate trick)."""
+    return value.detach() + (term - term.detach())
+
+
+def _distribution_tensors(q: Distribution):
+    """(name, tensor) for every tensor a distribution stores, nested distributions included."""
+    for name, value in vars(q).items():
+        if name.startswith("_") and name != "_unbroadcasted_scale_tril":
+            continue
+        if torch.is_tensor(value):
+            yield name, value
+        elif isinstance(value, Distribution):
+            for inner_name, inner in _distribution_tensors(value):
+                yield f"{name}.{inner_name}", inner
+
+
+def distribution_parameters(q: Distribution) -> list[torch.Tensor]:
+    """The tensors of ``q`` that require grad: its parameters lambda, as far as q knows them."""
+    seen, params = set(), []
+    for _, tensor in _distribution_tensors(q):
+        if tensor.requires_grad and id(tensor) not in seen:
+            seen.add(id(tensor))
+            params.append(tensor)
+    return params
+
+
+def check_inputs(
+    name: str,
+    model,
+    q,
+    num_samples,
+    *,
+    min_samples: int = 1,
+    needs_rsample: bool = False,
+    needs_factorised: bool = False,
+) -> None:
+    """Fail early, with a message that says what to do, on input an estimator cannot use."""
+    if not isinstance(q, Distribution):
+        raise EstimatorError(
+            f"{name}: q must be a torch.distributions.Distribution, got {type(q).__name__}"
+        )
+    if len(q.event_shape) != 1:
+        raise EstimatorError(
+            f"{name}: q must have event shape (D,), got {tuple(q.event_shape)}; "
+            "wrap a scalar family in torch.distributions.Independent(..., 1)"
+        )
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
+        raise EstimatorError(f"{name}: num_samples must be an int, got {num_samples!r}")
+    if num_samples < min_samples:
+        hint = " (the leave-one-out baseline needs another sample)" if min_samples > 1 else ""
+        raise EstimatorError(
+            f"{name}: needs num_samples >= {min_samples}, got {num_samples}{hint}"
+        )
+    if not callable(getattr(model, "log_joint", None)) and not needs_factorised:
+        raise EstimatorError(f"{name}: model must have a log_joint(z) method")
+    if needs_rsample and not q.has_rsample:
+        raise EstimatorError(
+            f"{name}: q ({type(q).__name__}) has no rsample, so it cannot be reparameterized; "
+            "use a score-function estimator (score_function, score_function_loo, ...) "
+            "or a reparameterizable family"
+        )
+    if needs_factorised:
+        missing = [a for a in ("prior", "log_likelihood") if not hasattr(model, a)]
+        if missing:
+            raise EstimatorError(
+                f"{name}: model must expose prior and log_likelihood(z) (seed eq. 6); "
+                f"missing {', '.join(missing)}. Use 'pathwise', which needs only log_joint"
+            )
+    if _VALIDATE:
+        for pname, tensor in _distribution_tensors(q):
+            if tensor.is_floating_point() and torch.isnan(tensor).any():
+                raise EstimatorError(f"{name}: q's parameter {pname!r} contains NaN")
+
+
+def check_log_joint(name: str, log_joint: torch.Tensor, z: torch.Tensor, q: Distribution,
+                    what: str = "log_joint") -> None:
+    """The model must map (S, *batch, D) samples to (S, *batch) log densities."""
+    expected = z.shape[:-1]
+    if _VALIDATE and log_joint.shape != expected:
+        raise EstimatorError(
+            f"{name}: model.{what} returned shape {tuple(log_joint.shape)} for samples of "
+            f"shape {tuple(z.shape)}; expected (num_samples, *q.batch_shape) = "
+            f"{tuple(expected)}"
+        )
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A named gradient estimator with the facts a user needs to choose it.
+
+    Calling it is calling ``fn(model, q, num_samples, **options)``.
+    """
+
+    name: str
+    fn: Callable[..., ElboEstimate] = field(repr=False)
+    equation: str
+    requires: str
+    objective: str  # "elbo" (seed eq. 4) or "iwae" (the importance-weighted bound)
+    unbiased: bool
+    reference: str
+    min_samples: int = 1
+    needs_rsample: bool = False
+    needs_factorised: bool = False
+    options: dict = field(default_factory=dict, repr=False)
+
+    def __call__(self, model, q, num_samples: int, **options) -> ElboEstimate:
+        return self.fn(model, q, num_samples, **{**self.options, **options})
+
+
+def log_mean_exp(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    return torch.logsumexp(x, dim) - math.log(x.shape[dim])

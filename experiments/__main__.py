@@ -1,0 +1,151 @@
+"""Command line: list the studies, run one or all, or redraw every figure from saved results.
+
+    python -m experiments                      # list the studies
+    python -m experiments STUDY [--quick] [--seed N] [--device D] [--set FIELD=VALUE ...]
+    python -m experiments all --quick          # every study at small scale
+    python -m experiments figures              # redraw every figure, no recomputation
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from . import available_studies
+from .common import ROOT, Paths, load_results, metadata, save_results, seed_everything
+
+
+def _parse_value(field: dataclasses.Field, text: str):
+    kind = field.type if isinstance(field.type, type) else str(field.type)
+    current = field.default
+    try:
+        if isinstance(current, bool) or kind in ("bool",):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(current, int) or kind == "int":
+            return int(text)
+        if isinstance(current, float) or kind == "float":
+            return float(text)
+        if isinstance(current, tuple) or "tuple" in str(kind):
+            items = [t for t in text.split(",") if t]
+            sample = current[0] if current else ""
+            return tuple(type(sample)(t) if not isinstance(sample, str) else t for t in items)
+    except ValueError:
+        raise SystemExit(f"error: --set {field.name}={text}: cannot read {text!r} as "
+                         f"{type(current).__name__}") from None
+    return text
+
+
+def build_config(module, args) -> object:
+    config = module.Config.quick() if args.quick else module.Config()
+    changes = {"seed": args.seed if args.seed is not None else config.seed,
+               "device": args.device or config.device}
+    fields = {f.name: f for f in dataclasses.fields(module.Config)}
+    for item in args.set or []:
+        if "=" not in item:
+            raise SystemExit(f"error: --set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        if key not in fields:
+            raise SystemExit(f"error: {module.NAME} has no config field {key!r}; "
+                             f"fields: {', '.join(fields)}")
+        changes[key] = _parse_value(fields[key], value)
+    if hasattr(module, "config_from_args"):
+        changes.update(module.config_from_args(args))
+    return config.replace(**changes)
+
+
+def run_study(module, config, paths: Paths) -> list[Path]:
+    """Run, save raw results with metadata, then draw from what was saved."""
+    from .common import resolve_device
+
+    resolve_device(config.device)
+    seed_everything(config.seed)
+    started = time.perf_counter()
+    data = module.run(config, paths)
+    meta = metadata(config, module.NAME, time.perf_counter() - started)
+    results_path = paths.results_file(module.NAME + ("-quick" if config.quick else ""))
+    save_results(results_path, data, meta)
+    figures = module.plot(load_results(results_path), results_path, paths)
+    print(f"{module.NAME}: {meta['wall_seconds']:.1f} s; results {results_path}")
+    for figure in figures:
+        print(f"  figure {figure}")
+    return figures
+
+
+def redraw(paths: Paths, studies) -> None:
+    drawn = 0
+    for name, module in studies.items():
+        for results_path in (paths.results_file(name), paths.results_file(name + "-quick")):
+            if not results_path.exists():
+                continue
+            for figure in module.plot(load_results(results_path), results_path, paths):
+                print(figure)
+                drawn += 1
+            break  # the full-scale results win over the quick ones
+    if not drawn:
+        raise SystemExit(f"error: no saved results under {paths.results}; run a study first")
+
+
+def _add_common(parser):
+    parser.add_argument("--quick", action="store_true",
+                        help="small scale: a few minutes on a 2-core CPU")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                        help="override one field of the study's Config (repeatable)")
+    parser.add_argument("--out", type=Path, default=ROOT,
+                        help="folder that receives results/ and figures/ (default: the repository)")
+
+
+def main(argv=None) -> int:
+    studies = available_studies()
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments",
+        description="Measure how ELBO gradient estimators differ in bias and variance.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="studies:\n" + "\n".join(f"  {n:16s} {m.SUMMARY}" for n, m in studies.items()),
+    )
+    sub = parser.add_subparsers(dest="study", metavar="STUDY")
+    for name, module in studies.items():
+        config_doc = (module.Config.__doc__ or "").strip()
+        p = sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY + (
+            "\n\n" + config_doc if config_doc else ""),
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_common(p)
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(p)
+    p_all = sub.add_parser("all", help="run every study in turn")
+    _add_common(p_all)
+    p_fig = sub.add_parser("figures", help="redraw every figure from saved results (no GPU, no recomputation)")
+    p_fig.add_argument("--out", type=Path, default=ROOT, help="folder holding results/ and figures/")
+
+    args = parser.parse_args(argv)
+    if args.study is None:
+        print("studies (python -m experiments STUDY --help for options):")
+        for name, module in studies.items():
+            print(f"  {name:16s} {module.SUMMARY}")
+        print("  all              run every study in turn (add --quick for the small scale)")
+        print("  figures          redraw every figure from saved results")
+        return 0
+    paths = Paths(args.out.resolve())
+    if args.study == "figures":
+        redraw(paths, studies)
+        return 0
+    chosen = studies if args.study == "all" else {args.study: studies[args.study]}
+    for name, module in chosen.items():
+        if args.study == "all" and hasattr(module, "add_arguments"):
+            # Study-specific options keep their defaults when running everything.
+            defaults = argparse.ArgumentParser()
+            module.add_arguments(defaults)
+            for key, value in vars(defaults.parse_args([])).items():
+                setattr(args, key, getattr(args, key, value))
+        run_study(module, build_config(module, args), paths)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

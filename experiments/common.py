@@ -1,0 +1,216 @@
+"""What every study shares: configs, progress bars, and results saved with what produced them.
+
+A study module defines ``NAME``, ``SUMMARY``, a frozen ``Config`` dataclass (a subclass of
+:class:`StudyConfig`, each field commented) with a ``quick()`` preset, ``run(config, paths) ->
+results path`` and ``plot(results, paths) -> figure paths``. ``run`` writes raw numbers and
+metadata atomically; ``plot`` reads only what ``run`` saved, so figures can be redrawn anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = ["StudyConfig", "Paths", "progress", "save_results", "load_results", "save_figure",
+           "metadata", "atomic_write", "resolve_device", "Timer"]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    seed: int = 0  # seeds torch and numpy at the start of the run
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto" (cuda when available)
+    quick: bool = False  # the small scale: every study runs in a few minutes on a 2-core CPU
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a run writes: ``results/`` for raw numbers, ``figures/`` for the plots."""
+
+    root: Path = ROOT
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def results_file(self, study: str) -> Path:
+        return self.results / f"{study}.json"
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} asked for CUDA, but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+def progress(iterable: Iterable | None = None, **kwargs):
+    """A tqdm progress bar on stderr, silenced when EXPERIMENTS_NO_PROGRESS is set."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", bool(os.environ.get("EXPERIMENTS_NO_PROGRESS")))
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def _git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (commit or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def metadata(config: StudyConfig, study: str, wall_seconds: float) -> dict:
+    """Everything needed to say what produced a result."""
+    import matplotlib
+    import scipy
+    import torch
+
+    return {
+        "study": study,
+        "config": dataclasses.asdict(config),
+        "seed": config.seed,
+        "command": " ".join([Path(sys.executable).name, "-m", "experiments", *sys.argv[1:]]),
+        "git_commit": _git_commit(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "matplotlib": matplotlib.__version__,
+        },
+        "device": config.device,
+        "device_name": _device_name(config.device),
+        "cpu_count": os.cpu_count(),
+        "wall_seconds": round(wall_seconds, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _jsonable(value: Any):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "detach"):  # torch tensors
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_results(path: Path, data: dict, meta: dict) -> Path:
+    """Save raw numbers with their metadata as one JSON file, atomically."""
+    payload = {"metadata": meta, "data": _jsonable(data)}
+
+    def write(temporary):
+        with open(temporary, "w") as handle:
+            json.dump(payload, handle, indent=1, allow_nan=True)
+            handle.write("\n")
+
+    return atomic_write(path, write)
+
+
+def load_results(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise SystemExit(f"error: no saved results at {path}; run the study first")
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"error: {path} is not valid JSON ({error}); re-run the study") from None
+
+
+def save_figure(fig, paths: Paths, name: str, results_path: Path, script: str) -> list[Path]:
+    """Save ``fig`` as PNG and PDF under figures/, with a footnote naming what produced it."""
+    try:
+        source = Path(results_path).resolve().relative_to(paths.root.resolve())
+    except ValueError:
+        source = Path(results_path).name
+    fig.text(0.995, 0.005, f"{script} -> {source}", ha="right", va="bottom", fontsize=6,
+             color="0.5")
+    written = []
+    for suffix in ("png", "pdf"):
+        target = paths.figures / f"{name}.{suffix}"
+        atomic_write(target, lambda tmp, s=suffix: fig.savefig(tmp, format=s, dpi=150,
+                                                                 bbox_inches="tight"))
+        written.append(target)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return written
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,47 @@
+"""Shared test settings.
+
+Statistical checks
+------------------
+Every Monte Carlo check in this suite runs with a fixed seed and rejects a correct estimator with
+probability at most ``FALSE_POSITIVE_RATE`` *in total*: each module splits it evenly across its
+checks and coordinates (Bonferroni), see :func:`z_threshold`. If a correct change ever trips one,
+bump that test's seed once, never twice. A deliberately wrong estimator must fail the same check.
+"""
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+from scipy import stats
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("EXPERIMENTS_NO_PROGRESS", "1")
+
+# The probability that the whole suite's statistical checks reject a correct implementation.
+FALSE_POSITIVE_RATE = 1e-3
+# The number of statistical checks the suite runs (a module's share is its count over this).
+STATISTICAL_BUDGET = 1000
+
+
+def z_threshold(num_comparisons: int, share: float = 1.0 / STATISTICAL_BUDGET) -> float:
+    """Two-sided |z| above which ``num_comparisons`` simultaneous z-tests reject.
+
+    ``share`` is the fraction of FALSE_POSITIVE_RATE that this group of comparisons may spend.
+    """
+    alpha = FALSE_POSITIVE_RATE * share / num_comparisons
+    return float(stats.norm.isf(alpha / 2))
+
+
+# Identities: hypothesis draws parameters, deterministically and with no example database.
+settings.register_profile("project", derandomize=True, database=None, deadline=None,
+                          max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("project")
+
+
+@pytest.fixture(autouse=True)
+def _float64_and_threads():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
