@@ -1,0 +1,22 @@
+"""``python -m estimators``: print the registry as the Markdown table the README shows."""
+
+import argparse
+
+from . import ESTIMATORS
+
+
+def table() -> str:
+    rows = ["| name | gradient estimate | requires | unbiased for | reference |",
+            "|---|---|---|---|---|"]
+    for e in ESTIMATORS.values():
+        target = "the ELBO (seed eq. 4)" if e.objective == "elbo" else "the K-sample IWAE bound"
+        cells = [c.replace("|", "\\|") for c in (e.equation, e.requires)]
+        rows.append(f"| `{e.name}` | {cells[0]} | {cells[1]} | "
+                    f"{target if e.unbiased else 'biased'} | {e.reference} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    argparse.ArgumentParser(prog="python -m estimators",
+                            description="Print the estimator registry as a Markdown table.").parse_args()
+    print(table())
