@@ -154,6 +154,9 @@ def atomic_write(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; saved results are for everyone
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -165,12 +168,12 @@ def atomic_write(path: Path, write) -> Path:
 
 def save_results(path: Path, data: dict, meta: dict) -> Path:
     """Save raw numbers with their metadata as one JSON file, atomically."""
-    payload = {"metadata": meta, "data": _jsonable(data)}
-
     def write(temporary):
         with open(temporary, "w") as handle:
-            json.dump(payload, handle, indent=1, allow_nan=True)
-            handle.write("\n")
+            # metadata readable at a glance; the raw numbers compact
+            handle.write('{"metadata": ' + json.dumps(_jsonable(meta), indent=1) + ',\n "data": ')
+            json.dump(_jsonable(data), handle, separators=(",", ":"), allow_nan=True)
+            handle.write("}\n")
 
     return atomic_write(path, write)
 

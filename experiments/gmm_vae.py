@@ -1,0 +1,587 @@
+"""gmm-vae: a small VAE on the eight-Gaussians ring, trained with every ELBO gradient estimator.
+
+Data x in R^2 come from :meth:`estimators.targets.GaussianMixtureTarget.ring` (eight Gaussians on
+a circle of radius 3). The VAE has a 2-D latent z with the seed's section 6 choices: prior
+N(0, I), Gaussian encoder q(z | x) (an MLP gives its mean and scale: lambda), Gaussian decoder
+p(x | z) (an MLP gives its mean; one learned log-scale per coordinate: theta).
+
+Each estimator of :data:`estimators.ESTIMATORS` trains the same network from the same
+initialisation on the same data stream, at the same budget (steps, minibatch, samples per point),
+plus "score_function+nvil": the score function with NVIL's learned, input-dependent baseline
+b(x) (Mnih & Gregor 2014), a small MLP trained by the same backward pass (the ``baseline=``
+tensor option of :func:`estimators.score_function`).
+
+Recorded: the ELBO of held-out data against steps and wall-clock time; at several points of
+training, the variance and signal-to-noise ratio of the encoder (lambda) and decoder (theta)
+gradients, from R independent gradient estimates computed in one vectorised pass (the network
+parameters replicated R times, :func:`torch.func.functional_call` under :func:`torch.func.vmap`,
+then :func:`estimators.diagnostics.replicate_gradients`); the learned density; the latent space.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+from torch.func import functional_call, vmap
+
+from estimators import ESTIMATORS, EmaBaseline
+from estimators.base import ElboEstimate, log_mean_exp
+from estimators.diagnostics import gradient_statistics, replicate_gradients
+from estimators.targets import GaussianMixtureTarget
+
+from .common import StudyConfig, Timer, progress, save_figure
+
+NAME = "gmm-vae"
+SUMMARY = "a 2-D VAE on eight Gaussians trained with every estimator: ELBO, gradient SNR, density"
+NVIL = "score_function+nvil"
+
+
+@dataclass(frozen=True)
+class Config(StudyConfig):
+    """Every field can be changed with --set FIELD=VALUE (tuples as comma-separated lists)."""
+
+    hidden: int = 64  # width of the two hidden layers of encoder, decoder and NVIL baseline
+    latent_dim: int = 2
+    steps: int = 3000  # Adam steps, the same for every estimator
+    batch_size: int = 128  # data points per step, fresh from the ring each step
+    num_samples: int = 4  # K: samples of z per data point per step
+    learning_rate: float = 3e-3
+    eval_every: int = 100  # steps between held-out ELBO evaluations
+    eval_points: int = 2048  # held-out data points
+    eval_num_samples: int = 16  # samples per point of the held-out ELBO estimate
+    likelihood_num_samples: int = 256  # K of the importance-weighted log-likelihood estimate
+    diagnostic_fractions: tuple = (0.0, 0.1, 0.3, 1.0)  # where in training gradients are probed
+    diagnostic_batch: int = 64  # data points of the probed minibatch
+    num_replicates: int = 256  # R independent gradient estimates per probe
+    grid_size: int = 80  # density estimate on a grid_size^2 grid over [-grid_limit, grid_limit]^2
+    grid_limit: float = 5.0
+    density_prior_samples: int = 8192  # p(x) on the grid = mean of p(x|z) over these z ~ p(z)
+    latent_points: int = 1000  # points drawn for the latent-space picture
+    estimators: tuple = ()  # names to run (default: the whole registry plus score_function+nvil)
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(quick=True, steps=400, eval_every=50, eval_points=1024,
+                   diagnostic_fractions=(0.0, 0.25, 1.0), num_replicates=64,
+                   likelihood_num_samples=64, grid_size=50, density_prior_samples=2048,
+                   latent_points=500)
+
+
+def add_arguments(parser) -> None:
+    from .gmm_vi import describe_fields
+
+    parser.epilog = describe_fields(Config)
+
+
+def all_names() -> list[str]:
+    return [*ESTIMATORS, NVIL]
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class GaussianVAE(nn.Module):
+    """Prior N(0, I); q(z|x) = N(mu(x), diag s(x)^2); p(x|z) = N(m(z), diag exp(2 log_scale))."""
+
+    def __init__(self, data_dim: int = 2, latent_dim: int = 2, hidden: int = 64):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = mlp([data_dim, hidden, hidden, 2 * latent_dim])
+        self.decoder = mlp([latent_dim, hidden, hidden, data_dim])
+        self.decoder_log_scale = nn.Parameter(torch.zeros(data_dim))
+
+    def encoder_parameters(self) -> dict[str, torch.Tensor]:
+        """lambda: every tensor q(z|x) depends on."""
+        return {f"encoder.{n}": p for n, p in self.encoder.named_parameters()}
+
+    def decoder_parameters(self) -> dict[str, torch.Tensor]:
+        """theta: every tensor p(x, z) depends on."""
+        params = {f"decoder.{n}": p for n, p in self.decoder.named_parameters()}
+        params["decoder_log_scale"] = self.decoder_log_scale
+        return params
+
+    def posterior(self, x: torch.Tensor) -> Independent:
+        return posterior_from_output(self.encoder(x))
+
+    def bind(self, x: torch.Tensor) -> "BoundVAE":
+        return BoundVAE(x, self.decoder, self.decoder_log_scale, self.latent_dim)
+
+
+def posterior_from_output(output: torch.Tensor) -> Independent:
+    loc, pre_scale = output.chunk(2, dim=-1)
+    # softplus keeps the scale positive without the exponential's blow-ups early in training
+    return Independent(Normal(loc, nn.functional.softplus(pre_scale) + 1e-4), 1)
+
+
+def standard_prior(latent_dim: int, like: torch.Tensor) -> Independent:
+    zeros = torch.zeros(latent_dim, dtype=like.dtype, device=like.device)
+    return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
+
+
+class BoundVAE:
+    """The VAE with its minibatch x (B, 2) fixed: the ``model`` argument of every estimator.
+
+    ``log_joint(z)`` maps z of shape (S, B, latent) to (S, B); ``decode`` may be any function of z
+    that returns the decoder mean, which lets replicated parameters slot in (see
+    :func:`replicated_build`).
+    """
+
+    def __init__(self, x, decode, log_scale, latent_dim):
+        self.x, self.decode, self.log_scale, self.latent_dim = x, decode, log_scale, latent_dim
+
+    @property
+    def prior(self) -> Independent:
+        return standard_prior(self.latent_dim, self.x)
+
+    def observation(self, z: torch.Tensor) -> Independent:
+        return Independent(Normal(self.decode(z), self.log_scale.exp()), 1)
+
+    def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        return self.observation(z).log_prob(self.x)
+
+    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        return self.prior.log_prob(z) + self.log_likelihood(z)
+
+
+def replicated_build(vae: GaussianVAE, x: torch.Tensor):
+    """``build`` for :func:`replicate_gradients`: each of R parameter copies is its own network.
+
+    Parameters arrive with a leading dimension R; :func:`torch.func.vmap` over that dimension runs
+    R encoders on x (q gets batch shape (R, B)) and R decoders on z of shape (S, R, B, latent)
+    (each decoder on its own slice), so one backward pass gives R independent gradients.
+    """
+
+    def build(lam, theta):
+        encoder = {n.removeprefix("encoder."): p for n, p in lam.items()}
+        decoder = {n.removeprefix("decoder."): p for n, p in theta.items()
+                   if n != "decoder_log_scale"}
+        output = vmap(lambda params: functional_call(vae.encoder, params, (x,)))(encoder)
+        q = posterior_from_output(output)
+
+        def decode(z):  # (S, R, B, latent) -> (S, R, B, data)
+            run = vmap(lambda params, z_r: functional_call(vae.decoder, params, (z_r,)),
+                       in_dims=(0, 1), out_dims=1)
+            return run(decoder, z)
+
+        log_scale = theta["decoder_log_scale"][:, None, :]  # (R, 1, data): broadcasts over B
+        return BoundVAE(x, decode, log_scale, vae.latent_dim), q
+
+    return build
+
+
+def batch_mean(estimator):
+    """The minibatch objective: the mean over data points of a per-point estimator."""
+
+    def estimate(model, q, num_samples, **options) -> ElboEstimate:
+        result = estimator(model, q, num_samples, **options)
+        return ElboEstimate(result.elbo.mean(-1), result.surrogate.mean(-1))
+
+    return estimate
+
+
+# --------------------------------------------------------------------------------------------
+# Training and measurements
+# --------------------------------------------------------------------------------------------
+
+
+def estimator_for(name: str):
+    return ESTIMATORS["score_function" if name == NVIL else name]
+
+
+@torch.no_grad()
+def heldout_elbo(vae: GaussianVAE, x: torch.Tensor, num_samples: int) -> float:
+    """The ELBO averaged over held-out points, num_samples pathwise samples per point."""
+    q = vae.posterior(x)
+    z = q.sample((num_samples,))
+    return (vae.bind(x).log_joint(z) - q.log_prob(z)).mean().item()
+
+
+@torch.no_grad()
+def log_likelihood(vae: GaussianVAE, x: torch.Tensor, num_samples: int, chunk: int = 1024):
+    """log p(x) per point by the importance-weighted bound with q as proposal (Burda et al. 2016)."""
+    values = []
+    for start in range(0, x.shape[0], chunk):
+        part = x[start:start + chunk]
+        q = vae.posterior(part)
+        z = q.sample((num_samples,))
+        values.append(log_mean_exp(vae.bind(part).log_joint(z) - q.log_prob(z), 0))
+    return torch.cat(values)
+
+
+@torch.no_grad()
+def prior_density(vae: GaussianVAE, x: torch.Tensor, num_samples: int, chunk: int = 512):
+    """log p(x) = log mean_j p(x | z_j), z_j ~ p(z): unbiased for p(x), smooth over a grid.
+
+    Off the data, the encoder is a poor proposal and importance weighting gives spikes; with a
+    2-D latent, plain prior samples shared by every grid point are the steadier estimate.
+    """
+    z = standard_prior(vae.latent_dim, x).sample((num_samples,))
+    observation = vae.bind(x).observation(z.unsqueeze(1))  # batch (num_samples, 1)
+    values = []
+    for start in range(0, x.shape[0], chunk):
+        part = x[start:start + chunk]  # (C, 2) against (num_samples, 1, 2)
+        values.append(log_mean_exp(observation.log_prob(part), 0))
+    return torch.cat(values)
+
+
+def probe(name: str, vae: GaussianVAE, x: torch.Tensor, config: Config, options: dict) -> dict:
+    """Variance and SNR of encoder and decoder gradients from R replicates, one vectorised pass."""
+    if name == NVIL:
+        options = {"baseline": options["baseline"].detach()}
+    elif name == "score_function_ema":
+        options = {"state": copy.deepcopy(options["state"])}  # probing must not move training's
+    lam = {n: p.detach() for n, p in vae.encoder_parameters().items()}
+    theta = {n: p.detach() for n, p in vae.decoder_parameters().items()}
+    grads = replicate_gradients(batch_mean(estimator_for(name)), replicated_build(vae, x), lam,
+                                theta, num_replicates=config.num_replicates,
+                                num_samples=config.num_samples, **options)
+    out = {}
+    for group, by_name in (("encoder", grads.lambda_), ("decoder", grads.theta)):
+        flat = torch.cat([g.reshape(g.shape[0], -1) for g in by_name.values()], -1)
+        stats = gradient_statistics(flat)
+        count = stats.snr.numel()
+        out[group] = {
+            "total_variance": stats.total_variance.item(),
+            "total_variance_se": stats.total_variance_se.item(),
+            "mean_snr": stats.snr.mean().item(),
+            "mean_snr_se": (stats.snr_se.pow(2).sum().sqrt() / count).item(),
+            "squared_norm_of_mean": stats.mean.pow(2).sum().item(),
+        }
+    return out
+
+
+def train(name: str, config: Config, data: GaussianMixtureTarget, heldout: torch.Tensor,
+          probe_x: torch.Tensor) -> tuple[dict, GaussianVAE]:
+    """One run: the same initialisation and data stream for every estimator (the seed is reset)."""
+    torch.manual_seed(config.seed)
+    vae = GaussianVAE(latent_dim=config.latent_dim, hidden=config.hidden)
+    params = list(vae.parameters())
+    baseline_net = None
+    if name == NVIL:
+        baseline_net = mlp([2, config.hidden, 1])
+        params += list(baseline_net.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+    estimator = estimator_for(name)
+    state = EmaBaseline() if name == "score_function_ema" else None
+    probe_steps = sorted({int(round(f * config.steps)) for f in config.diagnostic_fractions})
+    record = {"step": [], "seconds": [], "elbo": [], "probe_step": [], "probes": []}
+    elapsed, durations = 0.0, []
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    for step in range(config.steps + 1):
+        if step % config.eval_every == 0 or step == config.steps:
+            record["step"].append(step)
+            record["seconds"].append(elapsed)
+            record["elbo"].append(heldout_elbo(vae, heldout, config.eval_num_samples))
+        if step in probe_steps:
+            options = {"state": state} if state is not None else {}
+            if baseline_net is not None:
+                options["baseline"] = baseline_net(probe_x).squeeze(-1)
+            record["probe_step"].append(step)
+            record["probes"].append(probe(name, vae, probe_x, config, options))
+        if step == config.steps:
+            break
+        x = sample_data(data, config.batch_size, generator)
+        with Timer() as timer:
+            options = {"state": state} if state is not None else {}
+            if baseline_net is not None:
+                options["baseline"] = baseline_net(x).squeeze(-1)
+            estimate = estimator(vae.bind(x), vae.posterior(x), config.num_samples, **options)
+            optimizer.zero_grad()
+            (-estimate.surrogate.mean()).backward()
+            optimizer.step()
+        elapsed += timer.seconds
+        durations.append(timer.seconds)
+        if not math.isfinite(estimate.elbo.mean().item()):
+            raise SystemExit(f"error: gmm-vae: training with {name} diverged at step {step} "
+                             "(non-finite ELBO); lower --set learning_rate=...")
+    record["seconds_per_step"] = elapsed / config.steps
+    # The median step is robust to other processes taking the CPU for a while.
+    record["median_step_seconds"] = float(np.median(durations))
+    return record, vae
+
+
+def sample_data(data: GaussianMixtureTarget, count: int, generator: torch.Generator):
+    """Points from the ring, drawn from a generator of their own (the same stream for every run)."""
+    state = torch.get_rng_state()
+    torch.set_rng_state(generator.get_state())
+    x = data.distribution.sample((count,)).to(torch.get_default_dtype())
+    generator.set_state(torch.get_rng_state())
+    torch.set_rng_state(state)
+    return x
+
+
+def validate(config: Config) -> None:
+    """Refuse, with one line naming the field, a config the study cannot run."""
+    unknown = [n for n in config.estimators if n not in all_names()]
+    problems = [
+        (bool(unknown), f"unknown estimator(s) {', '.join(unknown)}; choose from "
+                        f"{', '.join(all_names())}"),
+        (config.steps < 1, f"steps must be >= 1, got {config.steps}"),
+        (config.eval_every < 1, f"eval_every must be >= 1, got {config.eval_every}"),
+        (config.batch_size < 1 or config.diagnostic_batch < 1, "batch sizes must be >= 1"),
+        (config.num_samples < 2, "num_samples must be >= 2 (score_function_loo and "
+                                 f"score_function_optimal need two), got {config.num_samples}"),
+        (config.num_replicates < 2, f"num_replicates must be >= 2 to estimate a variance, "
+                                    f"got {config.num_replicates}"),
+        (config.hidden < 1 or config.latent_dim < 1, "hidden and latent_dim must be >= 1"),
+        (config.learning_rate <= 0, f"learning_rate must be positive, got {config.learning_rate}"),
+        (any(not 0 <= f <= 1 for f in config.diagnostic_fractions),
+         f"diagnostic_fractions must lie in [0, 1], got {config.diagnostic_fractions}"),
+        (config.grid_size < 2 or config.grid_limit <= 0, "grid_size must be >= 2, grid_limit > 0"),
+        (min(config.eval_points, config.eval_num_samples, config.likelihood_num_samples,
+             config.density_prior_samples, config.latent_points) < 1,
+         "evaluation sizes must be >= 1"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise SystemExit(f"error: gmm-vae: {message}")
+
+
+def run(config: Config, paths) -> dict:
+    validate(config)
+    names = list(config.estimators) or all_names()
+    data = GaussianMixtureTarget.ring(dtype=torch.float64)
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    heldout = sample_data(data, config.eval_points, generator)
+    probe_x = sample_data(data, config.diagnostic_batch, generator)
+    latent_x = sample_data(data, config.latent_points, generator)
+    # Colour each point by the component most likely to have produced it (neighbouring
+    # components are 4.6 standard deviations apart, so this is nearly always the true one).
+    weights = data.distribution.component_distribution.log_prob(latent_x.double().unsqueeze(-2))
+    labels = weights.argmax(-1)
+    axis = torch.linspace(-config.grid_limit, config.grid_limit, config.grid_size)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
+    data_entropy = -data.log_joint(heldout.double()).mean().item()
+
+    runs = {}
+    for name in progress(names, desc="gmm-vae: estimators"):
+        record, vae = train(name, config, data, heldout, probe_x)
+        with torch.no_grad():
+            record["log_likelihood"] = log_likelihood(vae, heldout,
+                                                      config.likelihood_num_samples).mean().item()
+            # Pictures only: four decimals keep the results file small.
+            record["grid_log_density"] = prior_density(
+                vae, grid, config.density_prior_samples).reshape(
+                config.grid_size, config.grid_size).double().round(decimals=4)
+            record["latent_means"] = vae.posterior(latent_x).mean.double().round(decimals=4)
+        runs[name] = record
+    return {
+        "names": names, "runs": runs, "data_entropy": data_entropy,
+        "objectives": {n: estimator_for(n).objective for n in names},
+        "heldout_sample": heldout[:500].double().round(decimals=4), "grid_axis": axis,
+        "latent_labels": labels,
+        "data_grid_log_density": data.log_joint(grid.double()).reshape(
+            config.grid_size, config.grid_size).round(decimals=4),
+        "num_samples": config.num_samples, "batch_size": config.batch_size,
+        "steps": config.steps, "num_replicates": config.num_replicates,
+        "diagnostic_batch": config.diagnostic_batch,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def _figure(plt, rows: int, columns: int, size):
+    fig, axes = plt.subplots(rows, columns, figsize=size, constrained_layout=True, squeeze=False)
+    fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
+    return fig, axes
+
+
+def _line(name: str, objective: str) -> dict:
+    from .style import color
+
+    return {"color": color(name), "linestyle": "--" if objective == "iwae" else "-",
+            "linewidth": 1.4}
+
+
+def plot(results: dict, results_path, paths) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = results["data"]
+    runs, names, objectives = data["runs"], data["names"], data["objectives"]
+    script = "experiments/gmm_vae.py"
+    figures = []
+    budget = (f"{data['steps']} Adam steps, {data['batch_size']} points x K = "
+              f"{data['num_samples']} samples per step, for every estimator")
+
+    # Held-out ELBO against steps and wall-clock time, as a gap to the data's own entropy.
+    fig, axes = _figure(plt, 1, 2, (12, 4.6))
+    entropy = data["data_entropy"]
+    for name in names:
+        run = runs[name]
+        gap = np.maximum(-entropy - np.asarray(run["elbo"]), 1e-3)
+        seconds = np.asarray(run["step"]) * run["median_step_seconds"]
+        for ax, x in ((axes[0, 0], run["step"]), (axes[0, 1], seconds)):
+            ax.plot(x, gap, label=name, **_line(name, objectives[name]))
+    for ax in axes[0]:
+        ax.set_yscale("log")
+        ax.set_ylabel("−(held-out ELBO) − (data entropy)\n(nats per point, lower is better)")
+    axes[0, 0].set_xlabel("Adam step")
+    axes[0, 1].set_xlabel("training time (s) = steps × median wall-clock time of one step\n"
+                          "(estimator, backward pass and Adam update)")
+    axes[0, 0].set_title("(a) against steps", fontsize=10)
+    axes[0, 1].set_title("(b) against wall-clock time", fontsize=10)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False, title="estimator (dashed: trains\nthe K-sample bound)",
+               title_fontsize=8)
+    fig.suptitle(f"VAE on eight Gaussians: held-out ELBO; data entropy {entropy:.3f} nats. "
+                 + budget, fontsize=9)
+    figures += save_figure(fig, paths, "gmm-vae-training", results_path, script)
+
+    # Gradient variance and SNR of encoder and decoder during training.
+    fig, axes = _figure(plt, 2, 2, (12, 7.5))
+    for name in names:
+        run = runs[name]
+        steps = np.asarray(run["probe_step"], float)
+        for row, group in enumerate(("encoder", "decoder")):
+            values = [p[group] for p in run["probes"]]
+            for col, (key, se) in enumerate((("total_variance", "total_variance_se"),
+                                              ("mean_snr", "mean_snr_se"))):
+                axes[row, col].errorbar(steps, [v[key] for v in values],
+                                        yerr=[v[se] for v in values], marker="o", markersize=4,
+                                        capsize=2, label=name, **_line(name, objectives[name]))
+    symbols = {"encoder": "λ", "decoder": "θ"}
+    for row, group in enumerate(("encoder", "decoder")):
+        axes[row, 0].set_ylabel(f"total variance of the {group} ({symbols[group]}) gradient\n"
+                                "(trace of covariance, ±1 s.e.)")
+        axes[row, 1].set_ylabel(f"mean SNR of the {group} ({symbols[group]}) gradient\n"
+                                "|mean| / sd per coordinate, averaged (±1 s.e.)")
+        for ax in axes[row]:
+            ax.set_yscale("log")
+            ax.set_xlabel("training step at which gradients are probed")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False, title="estimator", title_fontsize=8)
+    fig.suptitle(f"gradient noise during training: {data['num_replicates']} independent estimates "
+                 f"on one minibatch of {data['diagnostic_batch']} points, K = "
+                 f"{data['num_samples']}", fontsize=10)
+    figures += save_figure(fig, paths, "gmm-vae-gradients", results_path, script)
+
+    figures += _plot_density(plt, data, results_path, paths, script)
+    figures += _plot_latent(plt, data, results_path, paths, script)
+    return figures
+
+
+def _panels(plt, count: int, size_per: float = 2.6):
+    columns = min(6, count)
+    rows = math.ceil(count / columns)
+    fig, axes = _figure(plt, rows, columns, (size_per * columns + 1.2, size_per * rows + 0.6))
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:count]
+
+
+def _plot_density(plt, data, results_path, paths, script):
+    names, runs = data["names"], data["runs"]
+    axis = np.asarray(data["grid_axis"])
+    sample = np.asarray(data["heldout_sample"])
+    truth = np.exp(np.asarray(data["data_grid_log_density"]))
+    panels = ["data", *names]
+    fig, axes = _panels(plt, len(panels))
+    # One absolute scale for every panel, set by the data density's peak.
+    levels = np.linspace(0, 1.25 * truth.max(), 11)
+    for ax, name in zip(axes, panels):
+        if name == "data":
+            density, title = truth, f"data: eight Gaussians\nE log p(x) = {-data['data_entropy']:.3f}"
+        else:
+            density = np.exp(np.asarray(runs[name]["grid_log_density"]))
+            title = f"{name}\nlog p(x) ≈ {runs[name]['log_likelihood']:.3f}"
+        image = ax.contourf(axis, axis, density, levels=levels, cmap="Blues", extend="max")
+        ax.scatter(sample[:200, 0], sample[:200, 1], s=1.5, color="#d62728", alpha=0.7,
+                   linewidth=0)
+        ax.set_title(title, fontsize=8)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x₁", fontsize=8)
+        ax.set_ylabel("x₂", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="density p(x)", format="%.2f")
+    fig.suptitle("learned density p(x) = E_p(z)[p(x|z)] (blue, one scale for all panels) against "
+                 "held-out data (red dots); log p(x): held-out mean, nats per point "
+                 "(importance-weighted estimate)", fontsize=9)
+    return save_figure(fig, paths, "gmm-vae-density", results_path, script)
+
+
+def _plot_latent(plt, data, results_path, paths, script):
+    names, runs = data["names"], data["runs"]
+    labels = np.asarray(data["latent_labels"])
+    fig, axes = _panels(plt, len(names))
+    circle = np.linspace(0, 2 * np.pi, 200)
+    limit = 1.05 * max(2.2, max(np.abs(np.asarray(runs[n]["latent_means"])).max() for n in names))
+    for ax, name in zip(axes, names):
+        means = np.asarray(runs[name]["latent_means"])
+        points = ax.scatter(means[:, 0], means[:, 1], c=labels, cmap="hsv", vmin=0,
+                            vmax=labels.max() + 1, s=3, linewidth=0)
+        for radius in (1, 2):
+            ax.plot(radius * np.cos(circle), radius * np.sin(circle), color="0.6",
+                    linewidth=0.7, linestyle=":")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        ax.set_xlabel("z₁ (encoder mean)", fontsize=8)
+        ax.set_ylabel("z₂", fontsize=8)
+        ax.tick_params(labelsize=7)
+    bar = fig.colorbar(points, ax=axes, shrink=0.6, label="mixture component of x")
+    bar.set_ticks(np.arange(labels.max() + 1) + 0.5)
+    bar.set_ticklabels([str(i + 1) for i in range(labels.max() + 1)])
+    fig.suptitle("latent space: encoder means of held-out points, coloured by the ring component "
+                 "they came from; dotted circles: 1 and 2 prior standard deviations", fontsize=9)
+    return save_figure(fig, paths, "gmm-vae-latent", results_path, script)
+
+
+# --------------------------------------------------------------------------------------------
+# Key numbers: python -m experiments.gmm_vae [RESULTS.json]
+# --------------------------------------------------------------------------------------------
+
+
+def summary(results: dict) -> str:
+    """The key numbers of saved results, as plain text."""
+    data = results["data"]
+    lines = [f"gmm-vae ({results['metadata']['wall_seconds']:.0f} s; {data['steps']} steps; data "
+             f"entropy {data['data_entropy']:.3f} nats): median time per step, final held-out "
+             "ELBO and log p(x), encoder / decoder gradient total variance and mean SNR at the "
+             "first and last probe"]
+    for name in data["names"]:
+        run = data["runs"][name]
+        first, last = run["probes"][0], run["probes"][-1]
+        parts = []
+        for group in ("encoder", "decoder"):
+            parts.append(f"{group} var {first[group]['total_variance']:.3g} -> "
+                         f"{last[group]['total_variance']:.3g}, SNR {first[group]['mean_snr']:.2f}"
+                         f" -> {last[group]['mean_snr']:.2f}")
+        lines.append(f"  {name:24s} {1e3 * run['median_step_seconds']:5.2f} ms  ELBO "
+                     f"{run['elbo'][-1]:7.3f}  log p(x) {run['log_likelihood']:7.3f}  | "
+                     + " | ".join(parts))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .common import Paths, load_results
+
+    source = sys.argv[1] if len(sys.argv) > 1 else Paths().results_file(NAME)
+    print(summary(load_results(source)))

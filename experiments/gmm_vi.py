@@ -1,0 +1,854 @@
+"""gmm-vi: every ELBO gradient estimator on Gaussian-mixture targets, against exact gradients.
+
+Variational inference of an unnormalised Gaussian-mixture target p(z) (the seed's section 2 model,
+:class:`estimators.targets.GaussianMixtureTarget`) with q = N(loc, diag exp(2 log_scale)); lambda
+is (loc, log_scale). Four parts:
+
+1. Bias and variance of the lambda-gradient of every estimator of :data:`estimators.ESTIMATORS`,
+   against the exact gradient from :mod:`experiments.quadrature`, as functions of
+   * the number of samples K, on the 2-D "eight Gaussians" ring (adaptive cubature in 2-D): the
+     variance of an average of K independent terms is Var_1 / K, so K x variance is flat;
+   * the scale of q, on a skewed 1-D mixture (adaptive quadrature, scipy's quad_vec);
+   * the dimension D up to 100, on a *product-form* target log p(z) = sum_d log p_d(z_d), each
+     p_d a 1-D mixture: the exact gradient is then a sum of 1-D quadratures and stays exact at any
+     D (a general D-dimensional mixture would need a D-dimensional integral).
+   iwae and dreg estimate the gradient of the K-sample importance-weighted bound, not of the
+   ELBO: their "bias" against the ELBO gradient is the gap between two objectives, expected and
+   not an error. The K sweep also measures that gap directly with a high-precision Monte Carlo
+   reference of the IWAE gradient, so the two can be compared.
+2. Fitting q with each estimator at an equal budget (same K per step, same steps, Adam), with the
+   exact ELBO of every iterate by quadrature: the gap to the best Gaussian (found with exact
+   gradients) against steps and against wall-clock time.
+3. A mixture q whose component choice is discrete, and the gradient with respect to its logits:
+   the score function of the registry on the augmented latent (c, z), the Gumbel-softmax
+   relaxation (biased, more so as the temperature grows), and exact enumeration over components.
+
+All Monte Carlo statistics come from :func:`estimators.diagnostics.replicate_gradients`: R
+independent gradient estimates in one vectorised pass, with standard errors.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import optimize
+from torch.distributions import (Categorical, Distribution, Independent, MixtureSameFamily,
+                                 Normal, RelaxedOneHotCategorical, constraints)
+
+from estimators import ESTIMATORS, EmaBaseline
+from estimators.base import ElboEstimate, check_inputs, check_log_joint
+from estimators.diagnostics import gradient_statistics, replicate_gradients
+from estimators.targets import GaussianMixtureTarget
+
+from .common import StudyConfig, Timer, progress, save_figure
+from .quadrature import gaussian_elbo, mixture_elbo
+
+NAME = "gmm-vi"
+SUMMARY = "bias and variance of every estimator vs exact quadrature gradients on mixture targets"
+DTYPE = torch.float64
+
+
+@dataclass(frozen=True)
+class Config(StudyConfig):
+    """Every field can be changed with --set FIELD=VALUE (tuples as comma-separated lists)."""
+
+    num_replicates: int = 10000  # R: independent gradient estimates behind each point's error bar
+    # --- the 1-D target (scale sweep, fits, discrete part): a skewed, unimodal 3-component mixture
+    target_logits: tuple = (0.0, -0.5, 0.3)
+    target_locs: tuple = (-1.0, 0.5, 2.0)
+    target_scales: tuple = (0.8, 0.6, 1.0)
+    # --- K sweep on the 2-D ring of eight Gaussians (radius 3, component scale 0.5)
+    samples_grid: tuple = (1, 2, 4, 8, 16, 32, 64)  # K values
+    ring_q_loc: tuple = (1.5, 0.5)  # q's mean: between two components, off every symmetry axis
+    ring_q_scale: float = 1.0  # q's standard deviation in each coordinate
+    reference_replicates: int = 100000  # iwae replicates behind the IWAE-gradient reference
+    # --- scale sweep on the 1-D target
+    scale_grid: tuple = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # q's standard deviation
+    scale_q_loc: float = 0.0  # q's mean
+    # --- dimension sweep on a product-form target
+    dim_grid: tuple = (1, 2, 5, 10, 20, 50, 100)
+    dim_q_loc: float = 0.0  # q's mean in every coordinate
+    dim_q_scale: float = 1.0  # q's standard deviation in every coordinate
+    sweep_num_samples: int = 8  # K in the scale and dimension sweeps
+    # --- fitting q with each estimator: equal budgets
+    fit_dim: int = 10  # D of the product-form target being fitted
+    fit_steps: int = 800  # Adam steps, the same for every estimator
+    fit_num_samples: int = 4  # K per step, the same for every estimator
+    fit_runs: int = 16  # independent runs per estimator, trained side by side as a batch of q's
+    fit_learning_rate: float = 0.05
+    fit_eval_every: int = 10  # steps between exact-ELBO evaluations
+    fit_init_loc: float = 3.0  # every run starts at loc = this, scale = 1
+    # --- discrete component choice: q = mixture of two Gaussians, gradient wrt its logits
+    discrete_logits: tuple = (0.3, -0.3)
+    discrete_locs: tuple = (-1.0, 1.5)
+    discrete_scales: tuple = (0.7, 0.9)
+    temperatures: tuple = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # Gumbel-softmax temperatures
+    discrete_num_samples: int = 8  # K per gradient estimate (enumeration: K per component)
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(quick=True, num_replicates=1000, samples_grid=(1, 4, 16, 64),
+                   reference_replicates=8000, scale_grid=(0.03, 0.3, 3.0),
+                   dim_grid=(1, 10, 100), fit_steps=150, fit_runs=4, fit_eval_every=15,
+                   temperatures=(0.1, 0.5, 2.0))
+
+
+def describe_fields(config_class) -> str:
+    """The fields of a Config with their defaults and comments, read from its source, for --help."""
+    rows = []
+    for match in re.finditer(r"^    (\w+): [\w\[\], ]+ = (.+?)(?:  # (.*))?$",
+                             inspect.getsource(config_class), re.M):
+        name, default, comment = match.groups()
+        rows.append(f"  {name} = {default}" + (f"\n      {comment}" if comment else ""))
+    return "config fields (--set FIELD=VALUE; tuples as comma-separated lists):\n" + "\n".join(rows)
+
+
+def add_arguments(parser) -> None:
+    parser.epilog = describe_fields(Config)
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and variational families
+# --------------------------------------------------------------------------------------------
+
+
+def one_dimensional_target(config: Config) -> GaussianMixtureTarget:
+    return GaussianMixtureTarget(torch.tensor(config.target_logits, dtype=DTYPE),
+                                 torch.tensor(config.target_locs, dtype=DTYPE).unsqueeze(-1),
+                                 torch.tensor(config.target_scales, dtype=DTYPE).unsqueeze(-1))
+
+
+class ProductMixtureTarget:
+    """log p(z) = sum_d log p_d(z_d), each p_d a 1-D Gaussian mixture: exact gradients at any D.
+
+    The ELBO of a factorised q is then a sum of 1-D integrals (see
+    :func:`experiments.quadrature.gaussian_elbo` with ``product=True``). ``logits``, ``locs`` and
+    ``scales`` have shape (D, C).
+    """
+
+    def __init__(self, logits, locs, scales):
+        self.logits = torch.as_tensor(logits, dtype=DTYPE)
+        self.locs = torch.as_tensor(locs, dtype=DTYPE)
+        self.scales = torch.as_tensor(scales, dtype=DTYPE)
+        self.factors = MixtureSameFamily(Categorical(logits=self.logits),
+                                         Normal(self.locs, self.scales))
+
+    @classmethod
+    def shifted_copies(cls, base: GaussianMixtureTarget, dim: int, seed: int = 0):
+        """D copies of a 1-D mixture, each shifted by N(0, 1) and with jittered weights."""
+        generator = torch.Generator().manual_seed(seed)
+        shift = torch.randn(dim, 1, generator=generator, dtype=DTYPE)
+        jitter = 0.5 * torch.randn(dim, base.logits.shape[-1], generator=generator, dtype=DTYPE)
+        return cls(base.logits + jitter, base.locs[:, 0] + shift,
+                   base.scales[:, 0].expand(dim, -1))
+
+    def head(self, dim: int) -> "ProductMixtureTarget":
+        """The first ``dim`` factors: a target whose exact gradient is a prefix of this one's."""
+        return ProductMixtureTarget(self.logits[:dim], self.locs[:dim], self.scales[:dim])
+
+    @property
+    def dim(self) -> int:
+        return self.logits.shape[0]
+
+    def log_factors(self, z: torch.Tensor) -> torch.Tensor:
+        """The D terms log p_d(z_d), shape (..., D)."""
+        return self.factors.log_prob(z)
+
+    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        return self.log_factors(z).sum(-1)
+
+
+class WithStandardPrior:
+    """A target written as prior times likelihood, for the estimators of seed eq. (6).
+
+    p(z) = N(z; 0, I) * [p(z) / N(z; 0, I)]: the prior is the seed's section 6 standard one and
+    the "likelihood" is the rest, so log_joint is unchanged and E_q[log_likelihood] - KL(q || prior)
+    is the same ELBO; pathwise_analytic_kl integrates the Gaussian part in closed form.
+    """
+
+    def __init__(self, target, dim: int):
+        self.target = target
+        self.prior = Independent(Normal(torch.zeros(dim, dtype=DTYPE), torch.ones(dim, dtype=DTYPE)), 1)
+
+    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        return self.target.log_joint(z)
+
+    def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        return self.target.log_joint(z) - self.prior.log_prob(z)
+
+
+def gaussian_q(loc: torch.Tensor, log_scale: torch.Tensor) -> Distribution:
+    return Independent(Normal(loc, log_scale.exp()), 1)
+
+
+class ComponentAndPoint(Distribution):
+    """q(c, z) = pi_c N(z; locs_c, diag scales_c^2): a mixture with its component made explicit.
+
+    A sample is the vector (c, z_1..z_D), event shape (1 + D,), so a score-function estimator sees
+    the discrete choice c: its score includes grad log pi_c. No rsample (c is discrete).
+    ``logits`` (..., C), ``locs`` and ``scales`` (..., C, D).
+    """
+
+    arg_constraints = {}
+    support = constraints.real_vector
+    has_rsample = False
+
+    def __init__(self, logits, locs, scales):
+        self.logits, self.locs, self.scales = logits, locs, scales
+        batch_shape = logits.shape[:-1]
+        super().__init__(batch_shape, torch.Size([1 + locs.shape[-1]]), validate_args=False)
+
+    @property
+    def choice(self) -> Categorical:
+        return Categorical(logits=self.logits)
+
+    @property
+    def components(self) -> Independent:
+        return Independent(Normal(self.locs, self.scales), 1)
+
+    @property
+    def marginal(self) -> MixtureSameFamily:
+        """q(z) = sum_c pi_c N(z; ...), the density the ELBO of a mixture q uses."""
+        return MixtureSameFamily(self.choice, self.components)
+
+    def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            choice = self.choice.sample(sample_shape)
+            every = self.components.sample(sample_shape)  # (*S, *batch, C, D)
+            index = choice[..., None, None].expand(*choice.shape, 1, every.shape[-1])
+            point = every.gather(-2, index).squeeze(-2)
+            return torch.cat([choice.unsqueeze(-1).to(point.dtype), point], -1)
+
+    def log_prob(self, value):
+        choice, point = value[..., 0].round().long(), value[..., 1:]
+        per_component = self.components.log_prob(point.unsqueeze(-2))  # (..., C)
+        joint = torch.log_softmax(self.logits, -1) + per_component
+        return joint.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+
+    def detached(self) -> "ComponentAndPoint":
+        return ComponentAndPoint(self.logits.detach(), self.locs.detach(), self.scales.detach())
+
+
+class AugmentedTarget:
+    """p(z) r(c | z) with r = q(c | z) at q's current parameters, held fixed.
+
+    With this model the augmented signal log p(z) + log r(c|z) - log q(c, z) equals
+    log p(z) - log q(z) in value, and because E_q[grad log q(c|z)] = 0 holding r fixed leaves the
+    expected gradient that of the mixture ELBO: a score-function estimator on (c, z) is unbiased for
+    it.
+    """
+
+    def __init__(self, target, q_fixed: ComponentAndPoint):
+        self.target, self.q_fixed = target, q_fixed
+
+    def log_joint(self, value: torch.Tensor) -> torch.Tensor:
+        point = value[..., 1:]
+        posterior = self.q_fixed.log_prob(value) - self.q_fixed.marginal.log_prob(point)
+        return self.target.log_joint(point) + posterior
+
+
+def enumeration(model, q: ComponentAndPoint, num_samples: int) -> ElboEstimate:
+    """Exact sum over the discrete choice, reparameterized within each component.
+
+    Approximates:  the gradient of E_{q(z)}[log p(z) - log q(z)], q(z) = sum_c pi_c q_c(z)
+    With:          sum_c pi_c (1/K) sum_k grad [log p(g_c(e_ck)) - log q(g_c(e_ck))], g_c the
+                   reparameterization of component c: C x K model evaluations
+    Requires:      rsample-able components; the number of components small. Unbiased.
+    """
+    check_inputs("enumeration", model, q, num_samples)
+    components = q.components
+    points = components.rsample((num_samples,))  # (K, *batch, C, D)
+    moved = points.movedim(-2, 0)  # (C, K, *batch, D): each component's samples
+    log_joint = model.log_joint(moved)
+    signal = log_joint - q.marginal.log_prob(moved)  # (C, K, *batch)
+    weights = torch.softmax(q.logits, -1).movedim(-1, 0)  # (C, *batch)
+    elbo = (weights * signal.mean(1)).sum(0)
+    return ElboEstimate(elbo, elbo)
+
+
+def gumbel_softmax(model, q: ComponentAndPoint, num_samples: int, *,
+                   temperature: float) -> ElboEstimate:
+    """The Gumbel-softmax (concrete) relaxation of the component choice.
+
+    Approximates:  the gradient of E_{q(z)}[log p(z) - log q(z)]; biased for temperature > 0
+    With:          w ~ RelaxedOneHotCategorical(temperature, logits) (reparameterized),
+                   z = sum_c w_c g_c(e_c), mean_k grad [log p(z_k) - log q(z_k)]
+    Requires:      rsample-able components. The relaxed z does not follow q, so the estimate is
+                   biased; the bias vanishes as the temperature goes to 0 while the variance grows.
+    References:    Jang, Gu & Poole 2017; Maddison, Mnih & Teh 2017.
+    """
+    check_inputs("gumbel_softmax", model, q, num_samples)
+    weights = RelaxedOneHotCategorical(torch.tensor(temperature, dtype=q.logits.dtype),
+                                       logits=q.logits).rsample((num_samples,))  # (K, *batch, C)
+    points = q.components.rsample((num_samples,))  # (K, *batch, C, D)
+    z = (weights.unsqueeze(-1) * points).sum(-2)
+    log_joint = model.log_joint(z)
+    check_log_joint("gumbel_softmax", log_joint, z, q)
+    elbo = (log_joint - q.marginal.log_prob(z)).mean(0)
+    return ElboEstimate(elbo, elbo)
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------------
+
+
+def gaussian_gradients(name: str, target, loc: torch.Tensor, log_scale: torch.Tensor,
+                       num_samples: int, num_replicates: int, chunk: int = 10_000) -> torch.Tensor:
+    """R replicate lambda-gradients, (R, 2D): (d/dloc, d/dlog_scale), vectorised in chunks."""
+    estimator = ESTIMATORS[name]
+    target = WithStandardPrior(target, loc.shape[-1])
+
+    def build(lam, theta):
+        return target, gaussian_q(lam["loc"], lam["log_scale"])
+
+    options = {}
+    if name == "score_function_ema":
+        # The moving average after one warm-up call: b = the mean signal, independent of the
+        # samples it is then used with, as after a stretch of training at these parameters.
+        state = EmaBaseline()
+        warm = gaussian_q(loc.expand(min(num_replicates, chunk), -1),
+                          log_scale.expand(min(num_replicates, chunk), -1))
+        estimator(target, warm, num_samples, state=state)
+        options = {"state": state}
+    parts = []
+    for start in range(0, num_replicates, chunk):
+        size = min(chunk, num_replicates - start)
+        grads = replicate_gradients(estimator, build, {"loc": loc, "log_scale": log_scale},
+                                    num_replicates=size, num_samples=num_samples, **options)
+        parts.append(torch.cat([grads.lambda_["loc"], grads.lambda_["log_scale"]], -1))
+    return torch.cat(parts)
+
+
+def summarise(grads: torch.Tensor, exact: torch.Tensor) -> dict:
+    """Bias of d/dloc_1 (the first coordinate) and the total variance, each with its error."""
+    stats = gradient_statistics(grads, exact)
+    return {
+        "mean": stats.mean[0].item(), "mean_se": stats.mean_se[0].item(),
+        "bias": stats.bias[0].item(), "bias_se": stats.bias_se[0].item(),
+        "relative_bias": (stats.bias[0] / exact[0]).item(),
+        "max_abs_z": stats.z.abs().max().item(),
+        "total_variance": stats.total_variance.item(),
+        "total_variance_se": stats.total_variance_se.item(),
+    }
+
+
+def _estimator_names(num_samples: int) -> list[str]:
+    return [n for n, e in ESTIMATORS.items() if num_samples >= e.min_samples]
+
+
+def samples_sweep(config: Config) -> dict:
+    """Bias and variance against K on the 2-D ring; the IWAE-gradient reference for iwae/dreg."""
+    target = GaussianMixtureTarget.ring()
+    loc = torch.tensor(config.ring_q_loc, dtype=DTYPE)
+    log_scale = torch.full_like(loc, math.log(config.ring_q_scale))
+    exact = gaussian_elbo(target.log_joint, loc, log_scale)
+    exact_grad = torch.cat([exact.loc, exact.log_scale])
+    rows = {name: {"num_samples": []} for name in ESTIMATORS}
+    reference = {"num_samples": [], "gap": [], "gap_se": [], "dreg_z": []}
+    jobs = [(k, n) for k in config.samples_grid for n in _estimator_names(k)]
+    for num_samples, name in progress(jobs, desc="gmm-vi: K sweep"):
+        grads = gaussian_gradients(name, target, loc, log_scale, num_samples,
+                                   config.num_replicates)
+        row = summarise(grads, exact_grad)
+        rows[name]["num_samples"].append(num_samples)
+        for key, value in row.items():
+            rows[name].setdefault(key, []).append(value)
+    for num_samples in progress(config.samples_grid, desc="gmm-vi: IWAE reference"):
+        grads = gaussian_gradients("iwae", target, loc, log_scale, num_samples,
+                                   config.reference_replicates)
+        stats = gradient_statistics(grads, exact_grad)
+        reference["num_samples"].append(num_samples)
+        reference["gap"].append(stats.bias[0].item())
+        reference["gap_se"].append(stats.bias_se[0].item())
+        index = rows["dreg"]["num_samples"].index(num_samples)
+        dreg_bias, dreg_se = rows["dreg"]["bias"][index], rows["dreg"]["bias_se"][index]
+        reference["dreg_z"].append((dreg_bias - stats.bias[0].item())
+                                   / math.hypot(dreg_se, stats.bias_se[0].item()))
+    return {"target": "GaussianMixtureTarget.ring()", "q_loc": list(config.ring_q_loc),
+            "q_scale": config.ring_q_scale, "exact_gradient": exact_grad.tolist(),
+            "exact_elbo": exact.elbo.item(), "quadrature_error": exact.error,
+            "estimators": rows, "iwae_reference": reference}
+
+
+def scale_sweep(config: Config) -> dict:
+    """Bias and variance against q's scale on the 1-D mixture, K fixed."""
+    target = one_dimensional_target(config)
+    scales = torch.tensor(config.scale_grid, dtype=DTYPE).unsqueeze(-1)
+    locs = torch.full_like(scales, config.scale_q_loc)
+    exact = gaussian_elbo(target.log_joint, locs, scales.log())  # every scale in one call
+    rows = {name: {"scale": []} for name in _estimator_names(config.sweep_num_samples)}
+    jobs = [(i, n) for i in range(len(config.scale_grid)) for n in rows]
+    for index, name in progress(jobs, desc="gmm-vi: scale sweep"):
+        exact_grad = torch.cat([exact.loc[index], exact.log_scale[index]])
+        grads = gaussian_gradients(name, target, locs[index], scales[index].log(),
+                                   config.sweep_num_samples, config.num_replicates)
+        rows[name]["scale"].append(config.scale_grid[index])
+        for key, value in summarise(grads, exact_grad).items():
+            rows[name].setdefault(key, []).append(value)
+    return {"num_samples": config.sweep_num_samples, "q_loc": config.scale_q_loc,
+            "exact_gradient_loc": exact.loc[:, 0].tolist(), "quadrature_error": exact.error,
+            "estimators": rows}
+
+
+def dimension_sweep(config: Config) -> dict:
+    """Bias and variance against D on the product-form target, K fixed."""
+    largest = ProductMixtureTarget.shifted_copies(one_dimensional_target(config),
+                                                  max(config.dim_grid), seed=config.seed)
+    loc = torch.full((largest.dim,), config.dim_q_loc, dtype=DTYPE)
+    log_scale = torch.full_like(loc, math.log(config.dim_q_scale))
+    # Product form: each coordinate's gradient involves its own factor only, so the exact
+    # gradient of every smaller D is a prefix of this one.
+    exact = gaussian_elbo(largest.log_factors, loc, log_scale, product=True)
+    rows = {name: {"dim": []} for name in _estimator_names(config.sweep_num_samples)}
+    jobs = [(d, n) for d in config.dim_grid for n in rows]
+    for dim, name in progress(jobs, desc="gmm-vi: dimension sweep"):
+        exact_grad = torch.cat([exact.loc[:dim], exact.log_scale[:dim]])
+        grads = gaussian_gradients(name, largest.head(dim), loc[:dim], log_scale[:dim],
+                                   config.sweep_num_samples, config.num_replicates)
+        rows[name]["dim"].append(dim)
+        for key, value in summarise(grads, exact_grad).items():
+            rows[name].setdefault(key, []).append(value)
+    return {"num_samples": config.sweep_num_samples, "q_loc": config.dim_q_loc,
+            "q_scale": config.dim_q_scale, "quadrature_error": exact.error, "estimators": rows}
+
+
+def best_gaussian(target: ProductMixtureTarget) -> tuple[float, np.ndarray]:
+    """The maximal ELBO over Gaussian q, by L-BFGS on the exact ELBO and its exact gradient."""
+    dim = target.dim
+
+    def negative(params):
+        exact = gaussian_elbo(target.log_factors, torch.from_numpy(params[:dim]),
+                              torch.from_numpy(params[dim:]), product=True, method="cubature")
+        return -exact.elbo.item(), -torch.cat([exact.loc, exact.log_scale]).numpy()
+
+    # Start from the moment-matched Gaussian, close to the optimum of this unimodal target.
+    weights = torch.softmax(target.logits, -1)
+    mean = (weights * target.locs).sum(-1)
+    variance = (weights * (target.scales.pow(2) + target.locs.pow(2))).sum(-1) - mean.pow(2)
+    start = torch.cat([mean, 0.5 * variance.log()]).numpy()
+    result = optimize.minimize(negative, start, jac=True, method="BFGS", options={"gtol": 1e-9})
+    return -float(result.fun), result.x
+
+
+def fit(config: Config) -> dict:
+    """Adam on q with each estimator at one budget; the exact ELBO of every iterate afterwards."""
+    target = ProductMixtureTarget.shifted_copies(one_dimensional_target(config), config.fit_dim,
+                                                 seed=config.seed)
+    optimum, _ = best_gaussian(target)
+    runs, dim = config.fit_runs, config.fit_dim
+    model = WithStandardPrior(target, dim)
+    rows = {}
+    for name in progress(_estimator_names(config.fit_num_samples), desc="gmm-vi: fits"):
+        estimator = ESTIMATORS[name]
+        loc = torch.full((runs, dim), config.fit_init_loc, dtype=DTYPE, requires_grad=True)
+        log_scale = torch.zeros((runs, dim), dtype=DTYPE, requires_grad=True)
+        optimizer = torch.optim.Adam([loc, log_scale], lr=config.fit_learning_rate)
+        options = {"state": EmaBaseline()} if name == "score_function_ema" else {}
+        snapshots, steps, seconds, elapsed, durations = [], [], [], 0.0, []
+        for step in range(config.fit_steps + 1):
+            if step % config.fit_eval_every == 0 or step == config.fit_steps:
+                snapshots.append((loc.detach().clone(), log_scale.detach().clone()))
+                steps.append(step)
+                seconds.append(elapsed)
+            if step == config.fit_steps:
+                break
+            with Timer() as timer:
+                estimate = estimator(model, gaussian_q(loc, log_scale), config.fit_num_samples,
+                                     **options)
+                optimizer.zero_grad()
+                (-estimate.surrogate.sum()).backward()
+                optimizer.step()
+            elapsed += timer.seconds
+            durations.append(timer.seconds)
+        locs = torch.stack([s[0] for s in snapshots])  # (T, runs, D)
+        log_scales = torch.stack([s[1] for s in snapshots])
+        elbo = gaussian_elbo(target.log_factors, locs, log_scales, product=True,
+                             method="cubature").elbo
+        gap = (optimum - elbo).clamp_min(1e-12)  # (T, runs)
+        rows[name] = {
+            "step": steps, "seconds": seconds,
+            "gap_mean": gap.mean(1).tolist(),
+            "gap_se": (gap.std(1) / math.sqrt(runs)).tolist(),
+            "seconds_per_step": elapsed / config.fit_steps,
+            # The median step is robust to other processes taking the CPU for a while.
+            "median_step_seconds": float(np.median(durations)),
+            "final_gap": gap[-1].tolist(),
+        }
+    return {"dim": dim, "optimum_elbo": optimum, "num_samples": config.fit_num_samples,
+            "runs": runs, "learning_rate": config.fit_learning_rate, "estimators": rows}
+
+
+def discrete(config: Config) -> dict:
+    """Logit gradients of a two-component mixture q: score function, Gumbel-softmax, enumeration."""
+    target = one_dimensional_target(config)
+    logits = torch.tensor(config.discrete_logits, dtype=DTYPE)
+    locs = torch.tensor(config.discrete_locs, dtype=DTYPE).unsqueeze(-1)
+    log_scales = torch.tensor(config.discrete_scales, dtype=DTYPE).log().unsqueeze(-1)
+    elbo, exact_logits = mixture_elbo(target.log_joint, logits, locs[:, 0], log_scales[:, 0].exp())
+    params = {"logits": logits, "locs": locs, "log_scales": log_scales}
+
+    def measure(estimator, augmented: bool, **options) -> dict:
+        def build(lam, theta):
+            q = ComponentAndPoint(lam["logits"], lam["locs"], lam["log_scales"].exp())
+            return (AugmentedTarget(target, q.detached()) if augmented else target), q
+
+        grads = replicate_gradients(estimator, build, params, num_replicates=config.num_replicates,
+                                    num_samples=config.discrete_num_samples, **options)
+        stats = gradient_statistics(grads.lambda_["logits"], exact_logits)
+        return {"mean": stats.mean[0].item(), "mean_se": stats.mean_se[0].item(),
+                "variance": stats.variance[0].item(), "variance_se": stats.variance_se[0].item(),
+                "z": stats.z[0].item()}
+
+    methods = {name: measure(ESTIMATORS[name], True)
+               for name in ("score_function", "score_function_loo")}
+    methods["enumeration"] = measure(enumeration, False)
+    relaxed = {"temperature": []}
+    for temperature in progress(config.temperatures, desc="gmm-vi: Gumbel-softmax"):
+        row = measure(gumbel_softmax, False, temperature=temperature)
+        relaxed["temperature"].append(temperature)
+        for key, value in row.items():
+            relaxed.setdefault(key, []).append(value)
+    return {"exact_elbo": elbo, "exact_gradient": exact_logits[0].item(),
+            "num_samples": config.discrete_num_samples, "methods": methods,
+            "gumbel_softmax": relaxed}
+
+
+def validate(config: Config) -> None:
+    """Refuse, with one line naming the field, a config the study cannot run."""
+    problems = [
+        (config.num_replicates < 2, f"num_replicates must be >= 2 to estimate a variance, "
+                                    f"got {config.num_replicates}"),
+        (config.reference_replicates < 2, "reference_replicates must be >= 2"),
+        (not config.samples_grid or min(config.samples_grid) < 1,
+         f"samples_grid must hold K >= 1, got {config.samples_grid}"),
+        (config.sweep_num_samples < 2, "sweep_num_samples must be >= 2 (score_function_loo and "
+                                       f"score_function_optimal need two), got "
+                                       f"{config.sweep_num_samples}"),
+        (not config.scale_grid or min(config.scale_grid) <= 0,
+         f"scale_grid must hold positive scales, got {config.scale_grid}"),
+        (not config.dim_grid or min(config.dim_grid) < 1,
+         f"dim_grid must hold dimensions >= 1, got {config.dim_grid}"),
+        (not config.temperatures or min(config.temperatures) <= 0,
+         f"temperatures must be positive, got {config.temperatures}"),
+        (config.ring_q_scale <= 0 or config.dim_q_scale <= 0, "q scales must be positive"),
+        (len(config.ring_q_loc) != 2, f"ring_q_loc must have 2 entries, got {config.ring_q_loc}"),
+        (len({len(config.target_logits), len(config.target_locs), len(config.target_scales)}) != 1,
+         "target_logits, target_locs and target_scales must have one length"),
+        (len({len(config.discrete_logits), len(config.discrete_locs),
+              len(config.discrete_scales)}) != 1,
+         "discrete_logits, discrete_locs and discrete_scales must have one length"),
+        (min(config.target_scales + config.discrete_scales) <= 0, "mixture scales must be positive"),
+        (config.fit_dim < 1 or config.fit_steps < 1 or config.fit_eval_every < 1,
+         "fit_dim, fit_steps and fit_eval_every must be >= 1"),
+        (config.fit_runs < 2, f"fit_runs must be >= 2 for a standard error, got {config.fit_runs}"),
+        (config.fit_num_samples < 2, "fit_num_samples must be >= 2 (two estimators need two)"),
+        (config.fit_learning_rate <= 0, "fit_learning_rate must be positive"),
+        (config.discrete_num_samples < 2, "discrete_num_samples must be >= 2"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise SystemExit(f"error: gmm-vi: {message}")
+
+
+def run(config: Config, paths) -> dict:
+    validate(config)
+    return {
+        "estimators": list(ESTIMATORS),
+        "objectives": {name: e.objective for name, e in ESTIMATORS.items()},
+        "samples": samples_sweep(config),
+        "scale": scale_sweep(config),
+        "dimension": dimension_sweep(config),
+        "fit": fit(config),
+        "discrete": discrete(config),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def _style(name: str, objective: str) -> dict:
+    from .style import color
+
+    dashed = objective == "iwae"
+    return {"color": color(name), "linestyle": "--" if dashed else "-",
+            "marker": "s" if dashed else "o", "markersize": 4, "linewidth": 1.3,
+            "capsize": 2, "elinewidth": 0.9,
+            "markerfacecolor": "white" if dashed else color(name)}
+
+
+def _jitter(values, index: int, count: int, spread: float = 0.06):
+    """Spread estimators' markers sideways on a log axis so their error bars do not overlap."""
+    factor = 10 ** (spread * (index - (count - 1) / 2) / max(count - 1, 1))
+    return [v * factor for v in values]
+
+
+def _figure(plt, columns: int, width: float):
+    fig, axes = plt.subplots(1, columns, figsize=(width, 4.4), constrained_layout=True)
+    # Leave a strip at the bottom for the footnote naming the script and the results file.
+    fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
+    return fig, axes
+
+
+def _bias_panel(ax, rows: dict, key: str, objectives: dict, exact_label: str) -> None:
+    names = list(rows)
+    for index, name in enumerate(names):
+        row = rows[name]
+        ax.errorbar(_jitter(row[key], index, len(names), 0.25), row["bias"], yerr=row["bias_se"],
+                    label=name, **_style(name, objectives[name]))
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    # Linear within a few standard errors of zero (where unbiased estimators sit), logarithmic
+    # beyond (where the iwae/dreg gap to the ELBO gradient lies).
+    errors = [se for n in names if objectives[n] == "elbo" for se in rows[n]["bias_se"]]
+    linthresh = 10.0 ** math.ceil(math.log10(2 * np.median(errors)))
+    ax.set_yscale("symlog", linthresh=linthresh, linscale=1.5)
+    top = max(abs(v) + e for n in names for v, e in zip(rows[n]["bias"], rows[n]["bias_se"]))
+    decades = range(int(math.log10(linthresh)), int(math.ceil(math.log10(max(top, linthresh)))) + 1)
+    ticks = [10.0 ** d for d in decades]
+    ax.set_yticks([-t for t in reversed(ticks)] + [0.0] + ticks)
+    ax.axhspan(-linthresh, linthresh, color="0.92", zorder=0, linewidth=0)
+    ax.set_ylabel(f"bias of {exact_label}, mean − exact (±1 s.e.)\n"
+                  f"linear scale inside the grey band ±{linthresh:g}")
+
+
+def _variance_panel(ax, rows: dict, key: str, objectives: dict, times_key: bool = False) -> None:
+    names = list(rows)
+    for index, name in enumerate(names):
+        row = rows[name]
+        scale = np.asarray(row[key], float) if times_key else 1.0
+        ax.errorbar(_jitter(row[key], index, len(names), 0.03),
+                    np.asarray(row["total_variance"]) * scale,
+                    yerr=np.asarray(row["total_variance_se"]) * scale, label=name,
+                    **_style(name, objectives[name]))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+
+
+def _legend(fig, axes) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               title="estimator\n(dashed, open: iwae and dreg\ntarget the K-sample bound,\n"
+               "not the ELBO: a gap to the\nELBO gradient is expected)",
+               title_fontsize=7, frameon=False)
+
+
+def plot(results: dict, results_path, paths) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = results["data"]
+    objectives = data["objectives"]
+    script = "experiments/gmm_vi.py"
+    figures = []
+
+    # K sweep: the 1/K law and the bias, iwae/dreg against the measured IWAE-gradient gap.
+    part = data["samples"]
+    rows = part["estimators"]
+    fig, axes = _figure(plt, 3, 14)
+    _variance_panel(axes[0], rows, "num_samples", objectives)
+    grid = np.array(sorted({k for r in rows.values() for k in r["num_samples"]}), float)
+    anchor = rows["pathwise"]["total_variance"][0] * rows["pathwise"]["num_samples"][0]
+    axes[0].plot(grid, anchor / grid, color="0.5", linestyle=":", linewidth=2, label="∝ 1/K")
+    axes[0].set_xlabel("samples per estimate K")
+    axes[0].set_ylabel("total variance of the λ-gradient\n(trace of covariance, ±1 s.e.)")
+    axes[0].set_title("(a) variance falls as 1/K (dotted guide)", fontsize=10)
+    _variance_panel(axes[1], rows, "num_samples", objectives, times_key=True)
+    axes[1].set_xlabel("samples per estimate K")
+    axes[1].set_ylabel("K × total variance (flat under the 1/K law)")
+    axes[1].set_title("(b) K × variance: flat for averages of K terms", fontsize=10)
+    _bias_panel(axes[2], rows, "num_samples", objectives, "∂ELBO/∂loc₁")
+    ref = part["iwae_reference"]
+    gap, gap_se = np.asarray(ref["gap"]), np.asarray(ref["gap_se"])
+    band = axes[2].fill_between(ref["num_samples"], gap - 2 * gap_se, gap + 2 * gap_se,
+                                color="0.55", alpha=0.5, linewidth=0)
+    axes[2].set_xlabel("samples per estimate K")
+    axes[2].set_title("(c) bias against the exact ELBO gradient", fontsize=10)
+    axes[2].legend([band], ["IWAE-K gradient − ELBO gradient\n(Monte Carlo reference, ±2 s.e.)"],
+                   fontsize=7, loc="lower left", frameon=False)
+    fig.suptitle(f"2-D ring of eight Gaussians, q = N({part['q_loc']}, {part['q_scale']}² I): "
+                 "gradient of the ELBO wrt q's (loc, log-scale), exact value by adaptive cubature",
+                 fontsize=10)
+    _legend(fig, axes)
+    figures += save_figure(fig, paths, "gmm-vi-samples", results_path, script)
+
+    # Scale sweep.
+    part = data["scale"]
+    rows = part["estimators"]
+    fig, axes = _figure(plt, 2, 11)
+    _bias_panel(axes[0], rows, "scale", objectives, "∂ELBO/∂loc")
+    axes[0].set_xlabel("standard deviation of q")
+    axes[0].set_title("(a) bias against the exact ELBO gradient", fontsize=10)
+    _variance_panel(axes[1], rows, "scale", objectives)
+    axes[1].set_xlabel("standard deviation of q")
+    axes[1].set_ylabel("total variance of the λ-gradient (±1 s.e.)")
+    axes[1].set_title("(b) variance against q's scale", fontsize=10)
+    fig.suptitle(f"1-D three-component mixture, q = N({part['q_loc']}, σ²), "
+                 f"K = {part['num_samples']}; exact gradient by adaptive quadrature", fontsize=10)
+    _legend(fig, axes)
+    figures += save_figure(fig, paths, "gmm-vi-scale", results_path, script)
+
+    # Dimension sweep.
+    part = data["dimension"]
+    rows = part["estimators"]
+    fig, axes = _figure(plt, 2, 11)
+    _bias_panel(axes[0], rows, "dim", objectives, "∂ELBO/∂loc₁")
+    axes[0].set_xlabel("dimension D")
+    axes[0].set_title("(a) bias against the exact ELBO gradient", fontsize=10)
+    _variance_panel(axes[1], rows, "dim", objectives)
+    dims = np.array(sorted({d for r in rows.values() for d in r["dim"]}), float)
+    # Guides through the first point of: pathwise (∝ D), the leave-one-out baseline (∝ D², a
+    # centred signal of variance ∝ D times D score coordinates) and no baseline (∝ D³: the
+    # signal's mean, ∝ D, enters squared).
+    # The D³ term overtakes at large D only, so that guide goes through the last point.
+    guides, labels = [], []
+    for name, power, line, at in (("pathwise", 1, ":", 0), ("score_function_loo", 2, "-.", 0),
+                                  ("score_function", 3, "--", -1)):
+        through = rows[name]["total_variance"][at] / rows[name]["dim"][at] ** power
+        guides += axes[1].plot(dims, through * dims ** power, color="0.5", linestyle=line,
+                               linewidth=1.5, zorder=0)
+        labels.append(f"∝ D{'' if power == 1 else '²³'[power - 2]} (through "
+                      f"{name} at D = {rows[name]['dim'][at]})")
+    axes[1].legend(guides, labels, fontsize=7, loc="upper left", frameon=False)
+    axes[1].set_xlabel("dimension D")
+    axes[1].set_ylabel("total variance of the λ-gradient (±1 s.e.)")
+    axes[1].set_title("(b) variance against dimension", fontsize=10)
+    fig.suptitle(f"product of D one-dimensional mixtures, q = N({part['q_loc']}, "
+                 f"{part['q_scale']}² I), K = {part['num_samples']}; exact gradient = sum of 1-D "
+                 "quadratures", fontsize=10)
+    _legend(fig, axes)
+    figures += save_figure(fig, paths, "gmm-vi-dimension", results_path, script)
+
+    # Fits at equal budgets.
+    part = data["fit"]
+    rows = part["estimators"]
+    fig, axes = _figure(plt, 2, 11)
+    for name, row in rows.items():
+        style = _style(name, objectives[name])
+        mean, se = np.asarray(row["gap_mean"]), np.asarray(row["gap_se"])
+        seconds = np.asarray(row["step"]) * row["median_step_seconds"]
+        for ax, x in ((axes[0], row["step"]), (axes[1], seconds)):
+            ax.plot(x, mean, color=style["color"], linestyle=style["linestyle"], label=name)
+            ax.fill_between(x, np.maximum(mean - se, mean * 0.05), mean + se,
+                            color=style["color"], alpha=0.2, linewidth=0)
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_ylabel("ELBO gap to the best Gaussian q (nats, exact)")
+    axes[0].set_xlabel("Adam step")
+    axes[1].set_xlabel("training time (s) = steps × median wall-clock time of one step\n"
+                       f"(estimator, backward pass and Adam update, {part['runs']} runs batched)")
+    axes[0].set_title(f"(a) against steps (mean ± s.e. of {part['runs']} runs)", fontsize=10)
+    axes[1].set_title("(b) against wall-clock time", fontsize=10)
+    fig.suptitle(f"fitting q to a {part['dim']}-D product of mixtures, K = {part['num_samples']} "
+                 f"per step, Adam (lr {part['learning_rate']}); best ELBO "
+                 f"{part['optimum_elbo']:.4f}", fontsize=10)
+    _legend(fig, axes)
+    figures += save_figure(fig, paths, "gmm-vi-fit", results_path, script)
+
+    figures += _plot_discrete(plt, data["discrete"], results_path, paths, script)
+    return figures
+
+
+def _plot_discrete(plt, part: dict, results_path, paths, script: str) -> list:
+    from .style import color
+
+    relaxed = part["gumbel_softmax"]
+    temps = np.asarray(relaxed["temperature"])
+    fig, axes = _figure(plt, 2, 11)
+    exact = part["exact_gradient"]
+    axes[0].axhline(exact, color="black", linewidth=1.2, label="exact (quadrature)")
+    for name, row in part["methods"].items():
+        for ax, key in ((axes[0], "mean"), (axes[1], "variance")):
+            value, se = row[key], row[key + "_se"]
+            ax.axhspan(value - se, value + se, color=color(name), alpha=0.3, linewidth=0)
+            ax.axhline(value, color=color(name), linewidth=1.2, linestyle="--", label=name)
+    axes[0].errorbar(temps, relaxed["mean"], yerr=relaxed["mean_se"], color=color("gumbel_softmax"),
+                     marker="o", capsize=2, label="gumbel_softmax")
+    axes[1].errorbar(temps, relaxed["variance"], yerr=relaxed["variance_se"],
+                     color=color("gumbel_softmax"), marker="o", capsize=2, label="gumbel_softmax")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("Gumbel-softmax temperature τ")
+    axes[1].set_yscale("log")
+    axes[0].set_ylabel("estimate of ∂ELBO/∂logit₁ (mean ± 1 s.e.)")
+    axes[1].set_ylabel("variance of one estimate (±1 s.e.)")
+    axes[0].set_title("(a) mean: the relaxation is biased at high τ", fontsize=10)
+    axes[1].set_title("(b) variance: the relaxation pays at low τ", fontsize=10)
+    axes[0].legend(fontsize=8, frameon=False)
+    fig.suptitle(f"two-component mixture q, gradient wrt its logits, K = {part['num_samples']} "
+                 "(enumeration: K per component); horizontal bands do not depend on τ",
+                 fontsize=10)
+    return save_figure(fig, paths, "gmm-vi-discrete", results_path, script)
+
+
+# --------------------------------------------------------------------------------------------
+# Key numbers: python -m experiments.gmm_vi [RESULTS.json]
+# --------------------------------------------------------------------------------------------
+
+
+def summary(results: dict) -> str:
+    """The key numbers of saved results, as plain text."""
+    data = results["data"]
+    lines = [f"gmm-vi ({results['metadata']['wall_seconds']:.0f} s, "
+             f"R = {results['metadata']['config']['num_replicates']} replicates per point)"]
+    part = data["samples"]
+    lines.append("K sweep (2-D ring): total variance of the lambda-gradient, K x variance at the "
+                 "largest K, max |z| of the bias over all coordinates and K")
+    for name, row in part["estimators"].items():
+        k, last = row["num_samples"], len(row["num_samples"]) - 1
+        lines.append(f"  {name:24s} Var(K={k[0]}) {row['total_variance'][0]:8.2f} ± "
+                     f"{row['total_variance_se'][0]:.2f}   K x Var(K={k[last]}) "
+                     f"{k[last] * row['total_variance'][last]:8.2f} ± "
+                     f"{k[last] * row['total_variance_se'][last]:.2f}   max|z| "
+                     f"{max(row['max_abs_z']):6.1f}")
+    ref = part["iwae_reference"]
+    lines.append("  IWAE-K gradient - ELBO gradient (d/dloc_1, reference): "
+                 + ", ".join(f"K={k}: {g:+.3f}" for k, g in zip(ref["num_samples"], ref["gap"])))
+    lines.append("  dreg against that reference, z: "
+                 + ", ".join(f"{z:+.1f}" for z in ref["dreg_z"]))
+    for key, label, unit in (("scale", "scale", "sigma"), ("dimension", "dim", "D")):
+        lines.append(f"{key} sweep: total variance at the smallest and largest {unit}, max |z|")
+        for name, row in data[key]["estimators"].items():
+            lines.append(f"  {name:24s} {unit}={row[label][0]:<6g} {row['total_variance'][0]:10.3g}"
+                         f"   {unit}={row[label][-1]:<6g} {row['total_variance'][-1]:10.3g}"
+                         f"   max|z| {max(row['max_abs_z']):6.1f}")
+    part = data["fit"]
+    lines.append(f"fit ({part['dim']}-D, K = {part['num_samples']}, {part['runs']} runs, best "
+                 f"ELBO {part['optimum_elbo']:.4f}): exact ELBO gap (nats) at step "
+                 f"{part['estimators']['pathwise']['step'][len(part['estimators']['pathwise']['step']) // 4]}"
+                 " and at the end, median time per step")
+    for name, row in part["estimators"].items():
+        quarter = len(row["step"]) // 4
+        final = np.asarray(row["final_gap"])
+        lines.append(f"  {name:24s} {row['gap_mean'][quarter]:7.3f}   {final.mean():6.3f} ± "
+                     f"{final.std(ddof=1) / math.sqrt(final.size):.3f}   "
+                     f"{1e3 * row['median_step_seconds']:.3f} ms")
+    part = data["discrete"]
+    lines.append(f"discrete choice: d ELBO / d logit_1, exact {part['exact_gradient']:.4f}")
+    for name, row in part["methods"].items():
+        lines.append(f"  {name:24s} {row['mean']:.4f} ± {row['mean_se']:.4f} (z {row['z']:+.1f})"
+                     f"   variance {row['variance']:.4f}")
+    relaxed = part["gumbel_softmax"]
+    for i, temperature in enumerate(relaxed["temperature"]):
+        lines.append(f"  gumbel_softmax tau={temperature:<5g}   {relaxed['mean'][i]:.4f} ± "
+                     f"{relaxed['mean_se'][i]:.4f} (z {relaxed['z'][i]:+.1f})   variance "
+                     f"{relaxed['variance'][i]:.4f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .common import Paths, load_results
+
+    source = sys.argv[1] if len(sys.argv) > 1 else Paths().results_file(NAME)
+    print(summary(load_results(source)))
