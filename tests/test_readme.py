@@ -26,3 +26,16 @@ def test_every_linked_figure_and_result_exists():
     links = re.findall(r"\]\(((?:figures|results|data)/[^)\s]+)\)", README)
     missing = [link for link in links if not (ROOT / link).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_python_examples_run_as_written(capsys):
+    """Every ```python block of the README, in order, in one namespace, as a user would run them."""
+    import torch
+
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert blocks, "the README has no python example"
+    torch.set_default_dtype(torch.float32)  # a user's session, not the suite's float64
+    namespace: dict = {"__name__": "__readme__"}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert capsys.readouterr().out.strip(), "the examples print what they show"
