@@ -1,0 +1,233 @@
+"""Deterministic identities every estimator of the registry must satisfy.
+
+Hypothesis draws the parameters (derandomized, no example database: see conftest). Nothing here is
+statistical: each check holds exactly, up to floating-point rounding, for every sample.
+"""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.distributions import (Categorical, Independent, MixtureSameFamily, Normal,
+                                 OneHotCategorical, StudentT)
+
+from estimators import ESTIMATORS, EstimatorError, pathwise, score_function, stl, iwae
+from estimators.targets import ConjugateGaussian
+
+DIM = 2
+finite = st.floats(-2.0, 2.0, allow_nan=False, allow_infinity=False)
+log_scales = st.floats(-1.0, 1.0, allow_nan=False, allow_infinity=False)
+positive = st.floats(0.3, 3.0, allow_nan=False, allow_infinity=False)
+seeds = st.integers(0, 2**31 - 1)
+
+
+def vectors(elements, size=DIM):
+    return st.lists(elements, min_size=size, max_size=size)
+
+
+def gaussian_q(loc, log_scale):
+    return Independent(Normal(loc, log_scale.exp()), 1)
+
+
+def leaf(values, dtype=torch.float64):
+    return torch.tensor(values, dtype=dtype, requires_grad=True)
+
+
+def samples_for(estimator):
+    return max(2, estimator.min_samples)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(loc=vectors(finite), log_scale=vectors(log_scales), x=vectors(finite), seed=seeds,
+       batch=st.integers(1, 3))
+def test_surrogate_value_is_the_estimate_with_batch_shape_and_q_dtype(dtype, loc, log_scale, x,
+                                                                      seed, batch):
+    model = ConjugateGaussian(torch.tensor(x, dtype=dtype), torch.zeros(DIM, dtype=dtype))
+    loc = torch.tensor(loc, dtype=dtype).expand(batch, DIM).clone().requires_grad_(True)
+    log_scale = torch.tensor(log_scale, dtype=dtype).expand(batch, DIM).clone().requires_grad_(True)
+    q = gaussian_q(loc, log_scale)
+    for name, estimator in ESTIMATORS.items():
+        torch.manual_seed(seed)
+        estimate = estimator(model, q, samples_for(estimator))
+        assert estimate.elbo.shape == q.batch_shape == estimate.surrogate.shape, name
+        assert estimate.elbo.dtype == estimate.surrogate.dtype == dtype, name
+        assert torch.equal(estimate.surrogate.detach(), estimate.elbo.detach()), name
+        assert estimate.surrogate.requires_grad, name
+
+
+@given(loc=vectors(finite), log_scale=vectors(log_scales), x=vectors(finite),
+       prior_loc=vectors(finite), seed=seeds)
+def test_iwae_with_one_sample_is_the_pathwise_elbo(loc, log_scale, x, prior_loc, seed):
+    results = []
+    for estimator in (iwae, pathwise):
+        params = [leaf(loc), leaf(log_scale), leaf(prior_loc)]
+        model = ConjugateGaussian(torch.tensor(x), params[2])
+        torch.manual_seed(seed)  # the same noise for both
+        estimate = estimator(model, gaussian_q(params[0], params[1]), 1)
+        results.append((estimate.elbo.detach(), torch.autograd.grad(estimate.surrogate, params)))
+    (value_iwae, grads_iwae), (value_pathwise, grads_pathwise) = results
+    assert torch.allclose(value_iwae, value_pathwise, rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads_iwae, grads_pathwise):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@given(x=vectors(finite), prior_loc=vectors(finite), prior_scale=positive, noise_scale=positive,
+       seed=seeds)
+def test_stl_gradient_is_zero_at_the_exact_posterior_and_pathwise_is_not(x, prior_loc, prior_scale,
+                                                                          noise_scale, seed):
+    model = ConjugateGaussian(torch.tensor(x), torch.tensor(prior_loc), prior_scale, noise_scale)
+    posterior = model.posterior()
+    loc = posterior.base_dist.loc.detach().clone().requires_grad_(True)
+    log_scale = posterior.base_dist.scale.log().detach().clone().requires_grad_(True)
+    scale = log_scale.exp().detach()
+
+    torch.manual_seed(seed)
+    grads = torch.autograd.grad(stl(model, gaussian_q(loc, log_scale), 1).surrogate, [loc, log_scale])
+    # log p(x, z) - log q(z) = log p(x) for every z, so the path term vanishes and STL keeps nothing.
+    size = 1.0 + x_abs(x) / noise_scale**2 + x_abs(prior_loc) / prior_scale**2
+    for grad in grads:
+        assert grad.abs().max() <= 1e-12 * size / scale.min() ** 2
+
+    torch.manual_seed(seed)
+    q = gaussian_q(loc, log_scale)
+    grad_loc, grad_log_scale = torch.autograd.grad(pathwise(model, q, 1).surrogate, [loc, log_scale])
+    torch.manual_seed(seed)
+    noise = ((q.rsample((1,))[0] - loc) / scale).detach()
+    # Pathwise keeps the score term -grad log q(z) at fixed z: -e/sigma and 1 - e^2 (for log sigma).
+    assert torch.allclose(grad_loc, -noise / scale, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(grad_log_scale, 1 - noise.pow(2), rtol=1e-9, atol=1e-9)
+    assert grad_loc.abs().max() > 0
+
+
+def x_abs(values):
+    return max(abs(v) for v in values)
+
+
+@given(mu=finite, sigma=positive, x=finite, prior_loc=finite, prior_scale=positive,
+       noise_scale=positive, seed=seeds)
+def test_single_sample_gradients_equal_hand_derived_ones(mu, sigma, x, prior_loc, prior_scale,
+                                                         noise_scale, seed):
+    """Normal-Normal model in one dimension, q = N(mu, sigma^2), one sample z = mu + sigma e.
+
+    log p(x, z) = log N(z; m0, s0^2) + log N(x; z, n^2), f(z) = log p(x, z) - log q(z),
+    g(z) = d/dz log p(x, z) = -(z - m0)/s0^2 + (x - z)/n^2.
+      pathwise:  d/dmu = g(z);   d/dsigma = g(z) e + 1/sigma   (log q(mu + sigma e) = c - log sigma - e^2/2)
+      score:     d/dmu = (f - 1) e/sigma;   d/dsigma = (f - 1)(e^2 - 1)/sigma
+                 (f grad log q plus grad f at fixed z = -grad log q: d log q/dmu = e/sigma,
+                 d log q/dsigma = (e^2 - 1)/sigma)
+      both:      d/dm0 = (z - m0)/s0^2
+    """
+    m0, s0, n = prior_loc, prior_scale, noise_scale
+    for estimator, draw in ((pathwise, "rsample"), (score_function, "sample")):
+        mu_leaf, sigma_leaf, m0_leaf = leaf([mu]), leaf([sigma]), leaf([m0])
+        model = ConjugateGaussian(torch.tensor([x]), m0_leaf, s0, n)
+        q = Independent(Normal(mu_leaf, sigma_leaf), 1)
+        torch.manual_seed(seed)
+        grads = torch.autograd.grad(estimator(model, q, 1).surrogate, [mu_leaf, sigma_leaf, m0_leaf])
+        torch.manual_seed(seed)  # the sample the estimator drew
+        z = getattr(q, draw)((1,)).item()
+        e = (z - mu) / sigma
+        g = -(z - m0) / s0**2 + (x - z) / n**2
+        if estimator is pathwise:
+            want = [g, g * e + 1 / sigma]
+        else:
+            log_joint = (-0.5 * math.log(2 * math.pi * s0**2) - (z - m0) ** 2 / (2 * s0**2)
+                         - 0.5 * math.log(2 * math.pi * n**2) - (x - z) ** 2 / (2 * n**2))
+            log_q = -0.5 * math.log(2 * math.pi * sigma**2) - e**2 / 2
+            f = log_joint - log_q
+            want = [(f - 1) * e / sigma, (f - 1) * (e**2 - 1) / sigma]
+        want.append((z - m0) / s0**2)
+        for got, expected in zip(grads, want):
+            assert got.item() == pytest.approx(expected, rel=1e-9, abs=1e-9), estimator.__name__
+
+
+# Misuse: one line naming the problem and the fix.
+
+def _model():
+    return ConjugateGaussian(torch.tensor([0.5, -1.0]), torch.zeros(2))
+
+
+def _q():
+    return gaussian_q(torch.zeros(2), torch.zeros(2))
+
+
+def _raises(estimator, model, q, num_samples, *fragments):
+    with pytest.raises(EstimatorError) as info:
+        estimator(model, q, num_samples)
+    message = str(info.value)
+    assert "\n" not in message
+    assert estimator.name in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+PATHWISE = [e for e in ESTIMATORS.values() if e.needs_rsample]
+
+
+@pytest.mark.parametrize("q", [
+    MixtureSameFamily(Categorical(logits=torch.zeros(3)),
+                      Independent(Normal(torch.zeros(3, 2), torch.ones(3, 2)), 1)),
+    OneHotCategorical(logits=torch.zeros(2)),
+], ids=["mixture", "one-hot-categorical"])
+def test_pathwise_estimators_refuse_a_q_without_rsample(q):
+    assert PATHWISE
+    for estimator in PATHWISE:
+        _raises(estimator, _model(), q, 2, "has no rsample", "score-function estimator")
+
+
+def test_score_function_estimators_accept_a_q_without_rsample():
+    q = MixtureSameFamily(Categorical(logits=torch.zeros(3)),
+                          Independent(Normal(torch.zeros(3, 2), torch.ones(3, 2)), 1))
+    for estimator in ESTIMATORS.values():
+        if not estimator.needs_rsample:
+            assert estimator(_model(), q, 2).elbo.shape == ()
+
+
+def test_analytic_kl_without_a_registered_pair():
+    class StudentPrior(ConjugateGaussian):
+        @property
+        def prior(self):
+            return Independent(StudentT(3.0, self.prior_loc, self.prior_scale.expand(2)), 1)
+
+    model = StudentPrior(torch.tensor([0.5, -1.0]), torch.zeros(2))
+    _raises(ESTIMATORS["pathwise_analytic_kl"], model, _q(), 2, "no analytic KL", "register_kl",
+            "'pathwise'")
+    ESTIMATORS["pathwise"](model, _q(), 2)  # the suggested fix works
+
+
+@pytest.mark.parametrize("name", [n for n, e in ESTIMATORS.items() if e.min_samples > 1])
+def test_leave_one_out_and_optimal_baselines_need_two_samples(name):
+    _raises(ESTIMATORS[name], _model(), _q(), 1, "num_samples >= 2", "got 1")
+    ESTIMATORS[name](_model(), _q(), 2)
+
+
+@pytest.mark.parametrize("wrong", ["summed over samples", "per coordinate"])
+def test_log_joint_of_the_wrong_shape(wrong):
+    class Wrong(ConjugateGaussian):
+        def log_joint(self, z):
+            log_joint = super().log_joint(z)
+            return log_joint.sum(0) if wrong == "summed over samples" else log_joint.unsqueeze(-1).expand(z.shape)
+
+    for estimator in ESTIMATORS.values():
+        if estimator.name == "pathwise_analytic_kl":  # uses log_likelihood, checked below
+            continue
+        _raises(estimator, Wrong(torch.tensor([0.5, -1.0]), torch.zeros(2)), _q(), 3,
+                "log_joint returned shape", "expected (num_samples, *q.batch_shape) = (3,)")
+
+
+def test_log_likelihood_of_the_wrong_shape():
+    class Wrong(ConjugateGaussian):
+        def log_likelihood(self, z):
+            return super().log_likelihood(z).sum(0)
+
+    _raises(ESTIMATORS["pathwise_analytic_kl"], Wrong(torch.tensor([0.5, -1.0]), torch.zeros(2)),
+            _q(), 3, "log_likelihood returned shape", "expected")
+
+
+def test_nan_in_q_parameters():
+    loc = torch.tensor([0.0, float("nan")])
+    q = Independent(Normal(loc, torch.ones(2), validate_args=False), 1)
+    for estimator in ESTIMATORS.values():
+        _raises(estimator, _model(), q, 2, "contains NaN", "loc")
