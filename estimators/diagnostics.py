@@ -119,7 +119,7 @@ def gradient_statistics(grads: torch.Tensor, exact: torch.Tensor | None = None) 
     variance = squared.mean(0) * correction
     variance_se = squared.std(0) / math.sqrt(count)
     mean_se = (variance / count).sqrt()
-    total = squared.flatten(1).sum(1)
+    total = squared.reshape(count, -1).sum(1)  # reshape, not flatten(1): scalar parameters too
     total_variance = total.mean() * correction
     total_variance_se = total.std() / math.sqrt(count)
 
