@@ -1,0 +1,560 @@
+"""Train the MNIST VAE with any gradient estimator of the registry, fast and resumably.
+
+The whole training set lives on the device (:class:`~experiments.mnist.data.DeviceDataset`); each
+step draws its minibatch there, computes the estimator's surrogate (seed eq. 4 or 6, or the
+importance-weighted bound for "iwae" and "dreg") and takes an Adam step. Nothing goes through the
+host between evaluations: the running training bound and the first non-finite loss are kept in
+device tensors and read at evaluation and checkpoint points.
+
+Every evaluation records the same yardstick for every estimator: the single-sample ELBO of
+``eval_size`` test images (:func:`evaluate.test_elbo` with "pathwise_analytic_kl"). Evaluations and
+the callback run under :func:`torch.random.fork_rng`, so they never move the training's random
+stream: a run's parameters do not depend on how often it is evaluated or what the callback does.
+
+Checkpoints are written atomically (temporary file, then :func:`os.replace`), hold only tensors
+and plain Python values (``torch.load(path, weights_only=True)`` reads them), and carry every
+random state, so a resumed run ends with the same parameters, bit for bit on the CPU, as one that
+was never interrupted.
+
+Command line: ``python -m experiments.mnist.train --help``. Under ``torchrun`` with WORLD_SIZE > 1
+each rank takes its shard of every minibatch (DistributedDataParallel; NCCL on CUDA, Gloo on the
+CPU) and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from estimators import EmaBaseline
+from estimators.base import set_validation, validation_enabled
+
+from ..common import Timer, atomic_write, metadata, progress, save_results
+from . import evaluate
+from .data import BINARIZATIONS, DeviceDataset, MnistError, load_mnist
+from .models import ARCHITECTURES, VAE
+
+__all__ = ["TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "train",
+           "iwae_schedule", "learning_rate_at", "NvilBaseline", "load_checkpoint", "main"]
+
+SCHEDULES = ("constant", "iwae")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# The IWAE paper's schedule (Burda et al. 2016, section 5): 3^i passes at 1e-3 * 10^(-i/7).
+IWAE_STAGES = 8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    architecture: str = "kingma-welling"  # a key of models.ARCHITECTURES: kingma-welling, iwae, tutorial
+    latent: int = 20  # dimension of z
+    likelihood: str = "bernoulli"  # decoder: "bernoulli" (binary or grey pixels) or "gaussian" (grey only)
+    estimator: str = "pathwise_analytic_kl"  # any name of evaluate.estimator_names()
+    num_samples: int = 1  # K: samples of z per image per step (the K of iwae and dreg)
+    batch_size: int = 100  # images per step, over all ranks together
+    learning_rate: float = 1e-3  # Adam's; the "iwae" schedule starts from it
+    schedule: str = "constant"  # "constant", or "iwae": 3^i passes at learning_rate * 10^(-i/7), i = 0..7
+    epochs: int = 1  # passes over the training set (caps the 3280 of the iwae schedule)
+    max_examples: int = 0  # stop after this many training images seen (0: no cap)
+    train_size: int = 0  # use the first n training images (0: all 60,000)
+    binarization: str = "dynamic"  # "dynamic" (fresh Bernoulli draw per minibatch), "fixed" or "grey"
+    seed: int = 0  # initialisation, minibatch order, binarization, samples, evaluation
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto"
+    dtype: str = "float32"  # "float32" or "float64", of the network and the data
+    data_dir: str = ""  # folder of the MNIST files ("": $MNIST_DIR or data.default_directory())
+    eval_every: int = 0  # training images between evaluations (0: once per epoch)
+    eval_size: int = 1000  # test images (at most) in each evaluation of the test bound
+    compile: bool = False  # torch.compile the objective (CUDA only; skipped on the CPU)
+    checkpoint: str = ""  # file to write checkpoints to ("": none)
+    checkpoint_every: int = 0  # steps between checkpoints (0: at each evaluation)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line message naming the field and the fix."""
+        names = evaluate.estimator_names()
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture {self.architecture!r} is unknown; choose from "
+                             f"{', '.join(ARCHITECTURES)}")
+        if self.estimator not in names:
+            raise ValueError(f"estimator {self.estimator!r} is unknown; choose from "
+                             f"{', '.join(names)}")
+        if self.likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}")
+        if self.binarization not in BINARIZATIONS:
+            raise ValueError(f"binarization must be one of {', '.join(BINARIZATIONS)}, "
+                             f"got {self.binarization!r}")
+        if self.likelihood == "gaussian" and self.binarization != "grey":
+            raise ValueError("a gaussian likelihood models grey levels; use binarization 'grey'")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        minimum = evaluate.estimator_for(self.estimator).min_samples
+        if self.num_samples < minimum:
+            raise ValueError(f"estimator {self.estimator} needs num_samples >= {minimum}, "
+                             f"got {self.num_samples}")
+        for name in ("latent", "batch_size", "epochs", "eval_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_examples", "train_size", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: the default), got {getattr(self, name)}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the checkpoint kept."""
+
+
+@dataclass
+class TrainResult:
+    vae: VAE  # the trained network (on the training device)
+    baseline: object  # the NVIL network, the EmaBaseline, or None
+    history: dict  # equal-length lists, one entry per evaluation (see train())
+
+
+@dataclass
+class TrainState:
+    """What the callback sees at an evaluation point."""
+
+    step: int
+    examples_seen: int
+    vae: VAE
+    baseline: object
+    x: torch.Tensor  # the minibatch of the step just taken (this rank's shard)
+
+
+class NvilBaseline(nn.Module):
+    """NVIL's input-dependent baseline b(x): 784-100-1, tanh (Mnih & Gregor 2014)."""
+
+    def __init__(self, data_dim: int = 784, hidden: int = 100):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(data_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class _Objective(nn.Module):
+    """The negative mean surrogate of a minibatch: one module, so that DDP and compile wrap it."""
+
+    def __init__(self, vae: VAE, estimator, num_samples: int, nvil: NvilBaseline | None,
+                 ema: EmaBaseline | None):
+        super().__init__()
+        self.vae, self.nvil = vae, nvil
+        self.estimator, self.num_samples, self.ema = estimator, num_samples, ema
+
+    def forward(self, x):
+        options = {}
+        if self.nvil is not None:
+            # requires grad: score_function fits it to the learning signal in the same backward
+            options["baseline"] = self.nvil(x)
+        elif self.ema is not None:
+            options["state"] = self.ema
+        estimate = self.estimator(self.vae.bind(x), self.vae.posterior(x), self.num_samples,
+                                  **options)
+        return -estimate.surrogate.mean(), estimate.elbo.detach().mean()
+
+
+HISTORY_KEYS = ("step", "examples_seen", "epoch", "train_bound", "test_bound", "wall_seconds",
+                "learning_rate")
+
+
+def iwae_schedule(base: float = 1e-3) -> list[tuple[int, float]]:
+    """(passes, learning rate) of each stage: 3^i passes at base * 10^(-i/7), i = 0..7."""
+    return [(3 ** i, base * 10 ** (-i / 7)) for i in range(IWAE_STAGES)]
+
+
+def learning_rate_at(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of the (0-based) epoch."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    end = 0
+    for passes, rate in iwae_schedule(config.learning_rate):
+        end += passes
+        if epoch < end:
+            return rate
+    return iwae_schedule(config.learning_rate)[-1][1]
+
+
+def _distributed():
+    """(rank, world size) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world
+
+
+def _resolve_device(name: str, world: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asks for CUDA, but torch sees no CUDA device; "
+                             "use device 'cpu'")
+        if world > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _fork_rng(device: torch.device):
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# Fields a resumed run may change without changing what it computes.
+_RESUMABLE_CHANGES = {"epochs", "max_examples", "data_dir", "checkpoint", "checkpoint_every",
+                      "compile", "device"}
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint as saved by :func:`train` (tensors and plain values only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; drop --resume to start afresh")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
+          test_images: torch.Tensor | None = None,
+          callback: Callable[[TrainState], None] | None = None,
+          resume: bool = False) -> TrainResult:
+    """Train a VAE as ``config`` says; return it with its baseline and history.
+
+    ``train_data`` and ``test_images`` (float (N, 784), as the VAE sees them) replace the MNIST
+    files; otherwise both are read from ``config.data_dir``. ``history`` holds, per evaluation:
+    "step", "examples_seen", "epoch" (steps / steps per epoch), "train_bound" (the mean training
+    bound of the steps since the previous evaluation: the ELBO, or for iwae and dreg the K-sample
+    bound), "test_bound" (:func:`evaluate.test_elbo` with pathwise_analytic_kl, one sample, on
+    the first ``eval_size`` test images, each evaluation under ``torch.manual_seed(config.seed)``),
+    "wall_seconds" (training time so far, evaluations, callbacks and checkpoints excluded) and
+    "learning_rate". ``callback(state)`` is called after each history row. With ``resume``,
+    training continues from ``config.checkpoint``.
+    """
+    config.validate()
+    rank, world = _distributed()
+    device = _resolve_device(config.device, world)
+    dtype = DTYPES[config.dtype]
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the world size "
+                         f"{world}")
+    if resume and not config.checkpoint:
+        raise ValueError("resume needs a checkpoint file; pass --checkpoint FILE")
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    if train_data is None:
+        images, _ = load_mnist(config.data_dir or None, "train")
+        if config.train_size:
+            images = images[:config.train_size]
+        train_data = DeviceDataset(images, config.binarization, device, dtype, config.seed)
+    elif config.train_size and config.train_size < len(train_data):
+        raise ValueError(f"train_size {config.train_size} with train_data of {len(train_data)} "
+                         "images: pass the subset itself, or train_size 0")
+    if train_data.device.type != device.type:
+        raise ValueError(f"train_data is on {train_data.device}, the config says {device}; build "
+                         f"the DeviceDataset with device={str(device)!r}")
+    if test_images is None:
+        test, _ = load_mnist(config.data_dir or None, "test")
+        test_images = DeviceDataset(test[:config.eval_size], config.binarization, device, dtype,
+                                    config.seed).evaluation_images(config.seed)
+    test_images = test_images[:config.eval_size]
+    if config.batch_size > len(train_data):
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_data)} training "
+                         "images; lower --batch-size or raise --train-size")
+
+    # -- the model, its baseline and optimisers ------------------------------------------------
+    torch.manual_seed(config.seed)
+    vae = VAE(ARCHITECTURES[config.architecture](config.latent),
+              likelihood=config.likelihood).to(device=device, dtype=dtype)
+    nvil = ema = None
+    if config.estimator == evaluate.NVIL:
+        nvil = NvilBaseline(vae.data_dim).to(device=device, dtype=dtype)
+    elif config.estimator == "score_function_ema":
+        ema = EmaBaseline()
+    baseline = nvil if nvil is not None else ema
+    # Each rank draws its own samples of z; every rank starts from rank 0's network (DDP).
+    torch.manual_seed(config.seed + rank)
+    estimator = evaluate.estimator_for(config.estimator)
+    objective = _Objective(vae, estimator, config.num_samples, nvil, ema)
+    adam = {"eps": 1e-4} if config.schedule == "iwae" else {}  # Burda et al.'s Adam epsilon
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.learning_rate, **adam)
+    nvil_optimizer = (torch.optim.Adam(nvil.parameters(), lr=config.learning_rate, **adam)
+                      if nvil is not None else None)
+    step_fn = objective
+    if world > 1:
+        step_fn = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device] if device.type == "cuda" else None)
+    if config.compile:
+        if device.type == "cuda":
+            step_fn = torch.compile(step_fn)
+        elif rank == 0:
+            print("compile: skipped on the CPU (it pays off on CUDA only)", file=sys.stderr)
+
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    steps_per_epoch = len(train_data) // config.batch_size
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_examples:
+        total_steps = min(total_steps, math.ceil(config.max_examples / config.batch_size))
+    eval_every = config.eval_every or steps_per_epoch * config.batch_size
+    checkpoint_path = Path(config.checkpoint) if config.checkpoint else None
+    shard = config.batch_size // world
+
+    # -- state that a checkpoint carries -------------------------------------------------------
+    history = {key: [] for key in HISTORY_KEYS}
+    step, wall_seconds, last_checkpoint_step = 0, 0.0, None
+    epoch_generator_state = None
+    bound_sum = torch.zeros((), dtype=torch.float64, device=device)
+    bound_count = 0
+    if resume:
+        saved = load_checkpoint(checkpoint_path)
+        previous = TrainConfig(**saved["config"])
+        changed = [f.name for f in dataclasses.fields(TrainConfig)
+                   if getattr(previous, f.name) != getattr(config, f.name)
+                   and f.name not in _RESUMABLE_CHANGES]
+        if changed:
+            raise ValueError(f"the checkpoint {checkpoint_path} was made with other settings "
+                             f"({', '.join(changed)}); resume with the same settings")
+        vae.load_state_dict(saved["vae"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if nvil is not None:
+            nvil.load_state_dict(saved["baseline"]["network"])
+            nvil_optimizer.load_state_dict(saved["baseline"]["optimizer"])
+        elif ema is not None:
+            ema.load_state_dict(saved["baseline"])
+            if ema.value is not None:
+                ema.value = ema.value.to(device)
+        history = {key: list(saved["history"][key]) for key in HISTORY_KEYS}
+        step, wall_seconds = saved["step"], saved["wall_seconds"]
+        bound_sum = saved["bound_sum"].to(device)
+        bound_count = saved["bound_count"]
+        epoch_generator_state = saved["epoch_generator_state"]
+        generator.set_state(saved["generator_state"])
+        _set_rng_state(saved["rng"], device)
+        last_checkpoint_step = step
+
+    def save_checkpoint():
+        nonlocal last_checkpoint_step
+        if checkpoint_path is None or rank != 0:
+            return
+        state = {
+            "config": dataclasses.asdict(config),
+            "vae": vae.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "baseline": ({"network": nvil.state_dict(), "optimizer": nvil_optimizer.state_dict()}
+                         if nvil is not None else ema.state_dict() if ema is not None else None),
+            "history": history,
+            "step": step,
+            "wall_seconds": wall_seconds,
+            "bound_sum": bound_sum.cpu(),
+            "bound_count": bound_count,
+            "epoch_generator_state": epoch_generator_state,
+            "generator_state": generator.get_state(),
+            "rng": _rng_state(device),
+        }
+        atomic_write(checkpoint_path, lambda tmp: torch.save(state, tmp))
+        last_checkpoint_step = step
+
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    counter = torch.full((), step, dtype=torch.int64, device=device)
+
+    def check_finite():
+        bad = first_bad.clone()
+        if world > 1:
+            torch.distributed.all_reduce(bad, torch.distributed.ReduceOp.MAX)
+        bad = int(bad.item())
+        if bad >= 0:
+            kept = (f"the checkpoint of step {last_checkpoint_step} at {checkpoint_path} is kept"
+                    if last_checkpoint_step is not None else "no checkpoint was written")
+            raise TrainingDiverged(f"the loss became non-finite at step {bad} (of "
+                                   f"{config.estimator}, learning rate "
+                                   f"{learning_rate_at(config, (bad - 1) // steps_per_epoch)}); "
+                                   f"{kept}")
+
+    def synchronise():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def evaluate_now(x):
+        nonlocal bound_sum, bound_count
+        total = bound_sum.clone()
+        if world > 1:
+            torch.distributed.all_reduce(total)
+            total /= world
+        with _fork_rng(device):
+            torch.manual_seed(config.seed)
+            test_bound = evaluate.test_elbo(vae, test_images)
+        examples = step * config.batch_size
+        row = {"step": step, "examples_seen": examples, "epoch": step / steps_per_epoch,
+               "train_bound": total.item() / max(bound_count, 1) if bound_count else math.nan,
+               "test_bound": test_bound, "wall_seconds": wall_seconds,
+               "learning_rate": optimizer.param_groups[0]["lr"]}
+        for key in HISTORY_KEYS:
+            history[key].append(row[key])
+        bound_sum, bound_count = torch.zeros_like(bound_sum), 0
+        if callback is not None and rank == 0:
+            with _fork_rng(device):
+                callback(TrainState(step, examples, vae, baseline, x))
+        return row
+
+    was_validating = validation_enabled()
+    set_validation(False)  # the estimators' NaN checks would sync with the host every step
+    bar = progress(total=total_steps, initial=step, desc=f"train {config.estimator}",
+                   **({"disable": True} if rank != 0 else {}))
+    try:
+        objective.train()
+        while step < total_steps:
+            epoch, skip = divmod(step, steps_per_epoch)
+            if skip:  # resumed mid-epoch: redraw this epoch's permutation, then replay below
+                generator.set_state(epoch_generator_state)
+            else:
+                epoch_generator_state = generator.get_state()
+            rate = learning_rate_at(config, epoch)
+            for opt in (optimizer, nvil_optimizer):
+                if opt is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = rate
+            batches = train_data.batches(config.batch_size, generator)
+            for _ in range(skip):  # replay the epoch's draws up to where the checkpoint was
+                next(batches)
+            started = time.perf_counter()
+            for x in batches:
+                if world > 1:
+                    x = x[rank * shard:(rank + 1) * shard]
+                loss, bound = step_fn(x)
+                optimizer.zero_grad(set_to_none=True)
+                if nvil_optimizer is not None:
+                    nvil_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if nvil_optimizer is not None:
+                    nvil_optimizer.step()
+                step += 1
+                counter += 1
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), counter,
+                                        first_bad)
+                bound_sum += bound.to(torch.float64)
+                bound_count += 1
+                bar.update(1)
+                evaluation_due = (step * config.batch_size // eval_every
+                                  > (step - 1) * config.batch_size // eval_every)
+                checkpoint_due = (config.checkpoint_every and step % config.checkpoint_every == 0)
+                last = step == total_steps
+                if evaluation_due or checkpoint_due or last or step % 100 == 0:
+                    synchronise()
+                    wall_seconds += time.perf_counter() - started
+                    check_finite()
+                    if evaluation_due or last:
+                        row = evaluate_now(x)
+                        bar.set_postfix(test_bound=f"{row['test_bound']:.2f}")
+                    if checkpoint_due or last or (evaluation_due and not config.checkpoint_every):
+                        save_checkpoint()
+                    started = time.perf_counter()
+                if last:
+                    break
+            else:
+                synchronise()
+                wall_seconds += time.perf_counter() - started
+    finally:
+        bar.close()
+        set_validation(was_validating)
+    return TrainResult(vae, baseline, history)
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise SystemExit(f"error: {message} (see --help)")
+
+
+def _field_help() -> dict[str, str]:
+    """The comment after each TrainConfig field, as its --help text."""
+    import inspect
+    import re
+
+    helps = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=[^#]*#\s*(.*)", line)
+        if match:
+            helps[match.group(1)] = match.group(2).replace("%", "%%")
+    return helps
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m experiments.mnist.train",
+                     description="Train the MNIST VAE with one gradient estimator.",
+                     epilog="estimators: " + ", ".join(evaluate.estimator_names()))
+    helps = _field_help()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, "") + f" (default: {f.default!r})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str)
+                                                             else f.type.__name__]
+            parser.add_argument(flag, type=kind, default=f.default, help=text,
+                                metavar=f.name.upper())
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from --checkpoint FILE where it stopped")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE.json",
+                        help="write the history, the config and metadata here")
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = _parser().parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**values)
+    try:
+        config.validate()
+        with Timer() as timer:
+            result = train(config, resume=args.resume)
+    except (ValueError, MnistError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    except TrainingDiverged as error:
+        raise SystemExit(f"error: {error}") from None
+    rank, _ = _distributed()
+    history = result.history
+    if rank == 0:
+        last = {key: values[-1] for key, values in history.items() if values}
+        print(json.dumps({"estimator": config.estimator, **last}))
+        if args.out is not None:
+            meta = metadata(config, "mnist-train", timer.seconds)
+            meta["command"] = " ".join(["python", "-m", "experiments.mnist.train", *sys.argv[1:]])
+            save_results(args.out, {"history": history}, meta)
+    return history
+
+
+if __name__ == "__main__":
+    main()
