@@ -1,0 +1,427 @@
+"""cost-functions: gradient variance against the shape of the cost (Mohamed et al. 2020, Figs. 2-3).
+
+The variance of Monte Carlo estimates of the gradient of E_{N(x; mu, sigma^2)}[f(x; k)] with
+respect to mu and to sigma, at mu = sigma = 1, for three families of cost:
+
+* f = (x - k)^2, k in [-3, 3]: the score-function variance grows with the size of f, the pathwise
+  one does not (it is 4 sigma^2 with respect to mu, for every k);
+* f = exp(-k x^2), k log-spaced in [0.1, 10];
+* f = cos(k x), k log-spaced in [0.5, 5]: the pathwise variance grows as k^2, so for fast
+  oscillations the score function wins.
+
+Exact curves are 1-D integrals against the Normal density (``scipy.integrate.quad_vec``), with
+x = mu + sigma e, e ~ N(0, 1), the score s_mu = e / sigma, s_sigma = (e^2 - 1) / sigma and the path
+derivatives dx/dmu = 1, dx/dsigma = e. With A = E[f^2 s^2], B = E[f^2], C = E[s^2],
+F = E[f s^2], G = E[f] and g = E[f s] the exact gradient (for one parameter):
+
+* ``score_function``, K samples:            K Var = A - g^2;
+* ``pathwise``, K samples:                  K Var = E[(f' dx/dparam)^2] - g^2;
+* ``score_function_optimal``, K = 2: its baseline for sample k is the other sample's f (with two
+  samples the trace-optimal ratio sum_{j != k} f_j |s_j|^2 / sum_{j != k} |s_j|^2 has one term, so
+  |s_j|^2 cancels); the estimate is (f_1 - f_2)(s_1 - s_2) / 2 and K Var = A + B C - 2 F G, exactly;
+* the per-parameter optimal constant baseline b* = F / C of the paper's figure, known exactly
+  (not estimated, so not an estimator of the registry): K Var = A - F^2 / C - g^2; drawn dashed.
+
+Every variance is shown as K x variance with K = 2 samples: for ``score_function`` and
+``pathwise`` that is the single-sample variance of the paper's figures.
+
+The Monte Carlo points come from the library's own estimators and diagnostics
+(:func:`estimators.diagnostics.replicate_gradients`: R independent estimates in one pass). The
+estimators estimate the gradient of an ELBO, E_q[log p(x, z) - log q(z)]; the cost is handed to
+them as the model ``log p(x, z) = f(z) + log q(z)``, with q's own (attached) parameters. Then
+log p - log q = f identically, the ELBO *is* E_q[f] as a function of (mu, sigma), and each
+estimator reduces exactly to its textbook form: the score function to f(z) grad log q(z) (its
+direct term grad_lambda [log p - log q] at fixed z is zero), the pathwise one to f'(z) dz/dlambda.
+(Holding q's parameters fixed in the model instead would leave the entropy's gradient in the
+estimate, with its own noise; tests/test_cost_functions.py checks single-sample estimates
+against the textbook formulas.)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+from scipy import integrate
+from torch.distributions import Independent, Normal
+
+from estimators import ESTIMATORS
+from estimators.diagnostics import gradient_statistics, replicate_gradients
+
+from .common import StudyConfig, progress, save_figure
+
+NAME = "cost-functions"
+SUMMARY = ("variance of score-function and pathwise gradients of E_N(mu,sigma^2)[f] for three "
+           "cost families (Mohamed et al. 2020, Figs. 2-3)")
+DTYPE = torch.float64
+
+# K: two samples, because score_function_optimal needs one sample to set the other's baseline,
+# and K = 2 is the sample size at which its variance is known exactly (see the module docstring).
+NUM_SAMPLES = 2
+ESTIMATOR_NAMES = ("score_function", "score_function_optimal", "pathwise")
+PARAMETERS = ("loc", "scale")  # mu and sigma
+IDEAL = "per-parameter b*"  # key of the exact curve with the paper's per-parameter baseline
+
+
+class Cost(NamedTuple):
+    """A family of costs f(x; k): value and x-derivative, written for numpy and torch alike."""
+
+    label: str  # as printed in the figures
+    value: Callable  # (x, k, lib) -> f(x; k), lib = numpy or torch
+    derivative: Callable  # (x, k, lib) -> df/dx
+    log_k: bool  # k log-spaced (and drawn on a log axis)
+
+
+COSTS = {
+    "quadratic": Cost("(x − k)²", lambda x, k, lib: (x - k) ** 2,
+                      lambda x, k, lib: 2 * (x - k), log_k=False),
+    "gaussian": Cost("exp(−k x²)", lambda x, k, lib: lib.exp(-k * x ** 2),
+                     lambda x, k, lib: -2 * k * x * lib.exp(-k * x ** 2), log_k=True),
+    "cosine": Cost("cos(k x)", lambda x, k, lib: lib.cos(k * x),
+                   lambda x, k, lib: -k * lib.sin(k * x), log_k=True),
+}
+
+
+@dataclass(frozen=True)
+class Config(StudyConfig):
+    """Every field can be changed with --set FIELD=VALUE (tuples as comma-separated lists)."""
+
+    loc: float = 1.0  # mu of the Normal the expectation is taken under
+    scale: float = 1.0  # sigma of that Normal
+    num_replicates: int = 100000  # R: independent gradient estimates behind each point
+    num_points: int = 13  # k values with Monte Carlo points, per cost family
+    num_curve_points: int = 121  # k values of the exact curves, per cost family
+    quadratic_range: tuple = (-3.0, 3.0)  # k of (x - k)^2, linearly spaced
+    gaussian_range: tuple = (0.1, 10.0)  # k of exp(-k x^2), log-spaced
+    cosine_range: tuple = (0.5, 5.0)  # k of cos(k x), log-spaced
+    chunk: int = 25000  # replicates per vectorised pass (bounds the memory)
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(quick=True, num_replicates=20000, num_points=7, num_curve_points=41)
+
+    def __post_init__(self):
+        problems = []
+        if not self.scale > 0:
+            problems.append(f"scale must be > 0, got {self.scale}")
+        if self.num_replicates < 2:
+            problems.append(f"num_replicates must be >= 2, got {self.num_replicates}")
+        if self.num_points < 1 or self.num_curve_points < 2:
+            problems.append("num_points must be >= 1 and num_curve_points >= 2")
+        if self.chunk < 2:
+            problems.append(f"chunk must be >= 2, got {self.chunk}")
+        for name in ("quadratic_range", "gaussian_range", "cosine_range"):
+            low_high = getattr(self, name)
+            if len(low_high) != 2 or not low_high[0] < low_high[1]:
+                problems.append(f"{name} must be two increasing numbers, got {low_high}")
+            elif name != "quadratic_range" and low_high[0] <= 0:
+                problems.append(f"{name} is log-spaced: it must be positive, got {low_high}")
+        if problems:
+            raise SystemExit("error: cost-functions: " + "; ".join(problems))
+
+    def k_range(self, family: str) -> tuple:
+        return getattr(self, f"{family}_range")
+
+
+def describe_fields(config_class) -> str:
+    """The fields of a Config with their defaults and comments, read from its source, for --help."""
+    rows = []
+    for match in re.finditer(r"^    (\w+): [\w\[\], ]+ = (.+?)(?:  # (.*))?$",
+                             inspect.getsource(config_class), re.M):
+        name, default, comment = match.groups()
+        rows.append(f"  {name} = {default}" + (f"\n      {comment}" if comment else ""))
+    return "config fields (--set FIELD=VALUE; tuples as comma-separated lists):\n" + "\n".join(rows)
+
+
+def add_arguments(parser) -> None:
+    parser.epilog = describe_fields(Config)
+
+
+def k_grid(config: Config, family: str, count: int) -> np.ndarray:
+    low, high = config.k_range(family)
+    if COSTS[family].log_k:
+        return np.geomspace(low, high, count)
+    return np.linspace(low, high, count)
+
+
+# --------------------------------------------------------------------------------------------
+# Exact variances by quadrature
+# --------------------------------------------------------------------------------------------
+
+_MOMENTS = ("G", "B", "g", "A", "C", "F", "P")
+
+
+def normal_moments(cost: Cost, k: np.ndarray, loc: float, scale: float) -> dict:
+    """E over x ~ N(loc, scale^2) of the products the variances need, for every k and parameter.
+
+    Returns {moment: array of shape (len(k), 2)}, the last axis (mu, sigma); G = E[f] and
+    B = E[f^2] are repeated on it. Integrated in e = (x - loc) / scale against the standard
+    Normal density, on [-14, 14] (the density's mass beyond is below 1e-44).
+    """
+    k = np.asarray(k, dtype=float)
+    peak = -loc / scale  # where the bump of exp(-k x^2) sits, in e
+
+    def integrand(e):
+        x = loc + scale * e
+        f = cost.value(x, k, np)
+        fprime = cost.derivative(x, k, np)
+        score = np.array([e / scale, (e * e - 1) / scale])  # d/dmu, d/dsigma of log N(x; mu, sigma)
+        path = np.array([1.0, e])  # dx/dmu, dx/dsigma
+        f, fprime = f[:, None], fprime[:, None]
+        values = {
+            "G": np.broadcast_to(f, (k.size, 2)),
+            "B": np.broadcast_to(f * f, (k.size, 2)),
+            "g": f * score,
+            "A": (f * score) ** 2,
+            "C": np.broadcast_to(score ** 2, (k.size, 2)),
+            "F": f * score ** 2,
+            "P": (fprime * path) ** 2,
+        }
+        density = math.exp(-0.5 * e * e) / math.sqrt(2 * math.pi)
+        return np.stack([values[m] for m in _MOMENTS]) * density
+
+    points = [p for p in (peak, 0.0) if -14 < p < 14]
+    total, _ = integrate.quad_vec(integrand, -14.0, 14.0, epsabs=1e-13, epsrel=1e-12,
+                                  points=points, limit=2000)
+    return dict(zip(_MOMENTS, total))
+
+
+def exact_variances(moments: dict) -> dict:
+    """K x variance of each estimator (K = NUM_SAMPLES = 2), shape (len(k), 2), and the gradient."""
+    m = moments
+    grad = m["g"]
+    return {
+        "gradient": grad,
+        "score_function": m["A"] - grad ** 2,
+        "score_function_optimal": m["A"] + m["B"] * m["C"] - 2 * m["F"] * m["G"],
+        "pathwise": m["P"] - grad ** 2,
+        IDEAL: m["A"] - m["F"] ** 2 / m["C"] - grad ** 2,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Monte Carlo: the library's estimators on the cost handed over as a model
+# --------------------------------------------------------------------------------------------
+
+
+class ExpectedCost:
+    """The model log p(x, z) = f(z) + log q(z), q with its own parameters: its ELBO is E_q[f].
+
+    ``k`` has shape (P, 1) and broadcasts against samples (K, R, P, 1); ``q`` is the very
+    distribution the estimator is called with, so that log p - log q = f holds identically and
+    the gradient of the ELBO is the gradient of E_q[f] (see the module docstring).
+    """
+
+    def __init__(self, cost: Cost, k: torch.Tensor, q):
+        self.cost, self.k, self.q = cost, k, q
+
+    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        return self.cost.value(z, self.k, torch).sum(-1) + self.q.log_prob(z)
+
+
+def normal_q(loc: torch.Tensor, scale: torch.Tensor):
+    return Independent(Normal(loc, scale), 1)
+
+
+def replicate(name: str, cost: Cost, k: np.ndarray, config: Config,
+              num_replicates: int) -> dict[str, torch.Tensor]:
+    """``num_replicates`` gradient estimates of E_q[f] by estimator ``name``: {param: (R, P)}."""
+    k_tensor = torch.as_tensor(k, dtype=DTYPE).unsqueeze(-1)
+    start = {"loc": torch.full_like(k_tensor, config.loc),
+             "scale": torch.full_like(k_tensor, config.scale)}
+
+    def build(lam, theta):
+        q = normal_q(lam["loc"], lam["scale"])
+        return ExpectedCost(cost, k_tensor, q), q
+
+    grads = replicate_gradients(ESTIMATORS[name], build, start, num_replicates=num_replicates,
+                                num_samples=NUM_SAMPLES)
+    return {p: grads.lambda_[p].squeeze(-1) for p in PARAMETERS}
+
+
+def measure(name: str, cost: Cost, k: np.ndarray, config: Config, exact_gradient: np.ndarray,
+            bar=None) -> dict:
+    """Mean and K x variance, with standard errors, of R estimates per k and parameter."""
+    parts = {p: [] for p in PARAMETERS}
+    remaining = config.num_replicates
+    while remaining > 0:
+        size = min(config.chunk, remaining)
+        if remaining - size == 1:  # a last chunk of one replicate cannot be replicated
+            size -= 1
+        for p, g in replicate(name, cost, k, config, size).items():
+            parts[p].append(g)
+        remaining -= size
+        if bar is not None:
+            bar.update(size)
+    row = {}
+    for i, p in enumerate(PARAMETERS):
+        stats = gradient_statistics(torch.cat(parts[p]), torch.as_tensor(exact_gradient[:, i]))
+        row[p] = {
+            "mean": stats.mean, "mean_se": stats.mean_se, "bias_z": stats.z,
+            "variance": NUM_SAMPLES * stats.variance,
+            "variance_se": NUM_SAMPLES * stats.variance_se,
+        }
+    return row
+
+
+def run(config: Config, paths) -> dict:
+    families = {}
+    total = len(COSTS) * len(ESTIMATOR_NAMES) * config.num_replicates
+    with progress(total=total, desc=NAME, unit="replicate") as bar:
+        for family, cost in COSTS.items():
+            k_curve = k_grid(config, family, config.num_curve_points)
+            k_points = k_grid(config, family, config.num_points)
+            curve = exact_variances(normal_moments(cost, k_curve, config.loc, config.scale))
+            at_points = exact_variances(normal_moments(cost, k_points, config.loc, config.scale))
+            measured = {name: measure(name, cost, k_points, config, at_points["gradient"], bar)
+                        for name in ESTIMATOR_NAMES}
+            x = np.linspace(config.loc - 4 * config.scale, config.loc + 4 * config.scale, 241)
+            shown_k = k_grid(config, family, 3)
+            families[family] = {
+                "label": cost.label,
+                "log_k": cost.log_k,
+                "k_curve": k_curve,
+                "exact_curve": {key: {p: value[:, i] for i, p in enumerate(PARAMETERS)}
+                                for key, value in curve.items()},
+                "k_points": k_points,
+                "exact_points": {key: {p: value[:, i] for i, p in enumerate(PARAMETERS)}
+                                 for key, value in at_points.items()},
+                "measured": measured,
+                "illustration": {"x": x, "k": shown_k,
+                                 "f": [cost.value(x, kk, np) for kk in shown_k]},
+            }
+    return {"num_samples": NUM_SAMPLES, "loc": config.loc, "scale": config.scale,
+            "num_replicates": config.num_replicates, "families": families}
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+_MARKERS = {"score_function": "o", "score_function_optimal": "s", "pathwise": "^"}
+_PARAM_LABEL = {"loc": "μ", "scale": "σ"}
+
+
+def plot(results: dict, results_path, paths) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullFormatter
+
+    from .style import color, rc_context
+
+    data = results["data"]
+    mu, sigma, num_samples = data["loc"], data["scale"], data["num_samples"]
+    written = []
+    for family, part in data["families"].items():
+        with rc_context():
+            fig, axes = plt.subplots(1, 3, figsize=(14, 4.8), layout="constrained",
+                                     gridspec_kw={"width_ratios": [0.8, 1, 1]})
+            fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+            # (a) the cost for three k, over the density it is averaged under
+            ax = axes[0]
+            ill = part["illustration"]
+            x = np.asarray(ill["x"])
+            shades = ["0.75", "0.45", "0.0"]
+            for kk, f, shade in zip(ill["k"], ill["f"], shades):
+                ax.plot(x, f, color=shade, linewidth=1.6, label=f"k = {kk:.3g}")
+            density_ax = ax.twinx()
+            density = np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+            density_ax.fill_between(x, density, color="tab:blue", alpha=0.12, linewidth=0)
+            density_ax.set_ylim(0, density.max() * 3)
+            density_ax.set_yticks([])
+            density_ax.grid(False)
+            ax.set_zorder(density_ax.get_zorder() + 1)
+            ax.patch.set_visible(False)
+            ax.set_xlabel("x")
+            ax.set_ylabel(f"f(x; k) = {part['label']}")
+            ax.set_title(f"cost; shaded: N(x; μ = {mu:g}, σ² = {sigma ** 2:g})")
+            ax.legend(loc="upper center", frameon=False, ncol=3, fontsize=8)
+            ax.set_ylim(top=ax.get_ylim()[1] * 1.15)
+
+            # (b, c) K x variance against k
+            k_curve, k_points = np.asarray(part["k_curve"]), np.asarray(part["k_points"])
+            for ax, p in zip(axes[1:], PARAMETERS):
+                for name in ESTIMATOR_NAMES:
+                    exact = np.asarray(part["exact_curve"][name][p])
+                    ax.plot(k_curve, exact, color=color(name), linewidth=1.6)
+                    row = part["measured"][name][p]
+                    ax.errorbar(k_points, row["variance"], yerr=2 * np.asarray(row["variance_se"]),
+                                linestyle="none", marker=_MARKERS[name], markersize=5,
+                                color=color(name), markerfacecolor="white", capsize=2.5,
+                                elinewidth=1.0)
+                ax.plot(k_curve, part["exact_curve"][IDEAL][p], color=color("score_function_optimal"),
+                        linestyle="--", linewidth=1.3)
+                ax.set_yscale("log")
+                if part["log_k"]:
+                    ax.set_xscale("log")
+                    low, high = k_curve[0], k_curve[-1]
+                    ticks = [m * 10.0 ** e for e in range(-3, 4) for m in (1, 2, 5)
+                             if low * 0.999 <= m * 10.0 ** e <= high * 1.001]
+                    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+                    ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.set_xlabel("k (cost parameter, dimensionless)")
+                ax.set_ylabel(f"K × Var[∂/∂{_PARAM_LABEL[p]} estimate]   (K = {num_samples})")
+                ax.set_title(f"gradient with respect to {_PARAM_LABEL[p]}")
+            handles = [Line2D([], [], color=color(n), marker=_MARKERS[n], markerfacecolor="white",
+                              label=n) for n in ESTIMATOR_NAMES]
+            handles.append(Line2D([], [], color=color("score_function_optimal"), linestyle="--",
+                                  label="ideal: exact per-parameter baseline b*"))
+            fig.legend(handles=handles, loc="outside lower center", ncol=len(handles),
+                       frameon=False)
+            fig.suptitle(f"Variance of gradient estimators of E[{part['label']}] under "
+                         f"N(μ = {mu:g}, σ = {sigma:g}).   Lines: exact (quadrature); points: "
+                         f"Monte Carlo, R = {data['num_replicates']}, ±2 s.e.", fontsize=11.5)
+            written += save_figure(fig, paths, f"{NAME}-{family}", results_path,
+                                   "experiments/cost_functions.py")
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Key numbers
+# --------------------------------------------------------------------------------------------
+
+
+def agreement(part: dict, name: str, parameter: str, factor: float = 1.0) -> np.ndarray:
+    """z = (measured - factor x exact) / s.e. of the measured K x variance, per k point."""
+    row = part["measured"][name][parameter]
+    exact = factor * np.asarray(part["exact_points"][name][parameter])
+    return (np.asarray(row["variance"]) - exact) / np.asarray(row["variance_se"])
+
+
+def summary(results: dict) -> str:
+    """The key numbers of saved results, as plain text."""
+    data = results["data"]
+    lines = [f"cost-functions ({results['metadata']['wall_seconds']:.0f} s; K = "
+             f"{data['num_samples']}, R = {data['num_replicates']} replicates per point; "
+             "K x variance at the smallest, middle and largest k: measured ± s.e. [exact]; "
+             "max |z| of measured against exact over all k)"]
+    for family, part in data["families"].items():
+        k = np.asarray(part["k_points"])
+        picks = [0, len(k) // 2, len(k) - 1]
+        lines.append(f"{part['label']}  (k = {', '.join(f'{k[i]:.3g}' for i in picks)})")
+        for p in PARAMETERS:
+            for name in ESTIMATOR_NAMES:
+                row = part["measured"][name][p]
+                exact = part["exact_points"][name][p]
+                cells = "  ".join(f"{row['variance'][i]:9.4g} ± {row['variance_se'][i]:<8.2g}"
+                                  f"[{exact[i]:.4g}]" for i in picks)
+                z = np.abs(agreement(part, name, p)).max()
+                lines.append(f"  d/d{_PARAM_LABEL[p]} {name:24s} {cells}  max|z| {z:.1f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .common import Paths, load_results
+
+    source = sys.argv[1] if len(sys.argv) > 1 else Paths().results_file(NAME)
+    print(summary(load_results(source)))
