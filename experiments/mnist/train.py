@@ -36,6 +36,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.distributions import Distribution
 
 from estimators import EmaBaseline
 from estimators.base import set_validation, validation_enabled
@@ -422,8 +423,11 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                 callback(TrainState(step, examples, vae, baseline, x))
         return row
 
-    was_validating = validation_enabled()
-    set_validation(False)  # the estimators' NaN checks would sync with the host every step
+    # The estimators' NaN checks and torch.distributions' argument checks would each sync with
+    # the host every step; a NaN is caught by check_finite() instead.
+    was_validating, was_checking_args = validation_enabled(), Distribution._validate_args
+    set_validation(False)
+    Distribution.set_default_validate_args(False)
     bar = progress(total=total_steps, initial=step, desc=f"train {config.estimator}",
                    **({"disable": True} if rank != 0 else {}))
     try:
@@ -483,6 +487,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     finally:
         bar.close()
         set_validation(was_validating)
+        Distribution.set_default_validate_args(was_checking_args)
     return TrainResult(vae, baseline, history)
 
 

@@ -1,0 +1,161 @@
+"""Epoch time of the project's trainer against a plain tutorial-style training loop.
+
+Both train the same network, the PyTorch examples' VAE (784-400-20, ReLU; "tutorial" in
+:data:`models.ARCHITECTURES`), with Adam (learning rate 1e-3), minibatches of 128, grey pixels as
+targets of a Bernoulli cross-entropy, the analytic KL and one reparameterized sample per image,
+in float32, on the same device in the same run:
+
+- the trainer (:func:`experiments.mnist.train.train`, estimator "pathwise_analytic_kl"): the
+  whole set on the device, minibatches drawn there, no host work between evaluations (its
+  ``wall_seconds`` excludes the one evaluation per epoch);
+- the tutorial loop: a :class:`torch.utils.data.DataLoader` over a host
+  :class:`~torch.utils.data.TensorDataset`, each minibatch copied to the device, the network and
+  loss written the way the PyTorch examples write them, the loss read back every step.
+
+Each side first runs a few untimed steps (allocations, kernel choice). The ratio is tutorial time
+over trainer time: above 1, the trainer is faster. No timing is asserted anywhere; the numbers
+depend on the machine, which is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..common import _device_name, resolve_device
+from .data import DeviceDataset, MnistError, load_mnist
+from .train import TrainConfig, train
+
+__all__ = ["TutorialVAE", "tutorial_epochs", "trainer_epochs", "main"]
+
+BATCH_SIZE = 128
+LEARNING_RATE = 1e-3
+WARMUP_STEPS = 5
+
+
+class TutorialVAE(nn.Module):
+    """784-400-20 ReLU, written the PyTorch examples' way: log-variance head, sigmoid output."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def forward(self, x):
+        hidden = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(hidden), self.fc22(hidden)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def _tutorial_loss(recon, x, mu, logvar):
+    cross_entropy = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return cross_entropy + kl
+
+
+def _synchronise(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def tutorial_epochs(images: torch.Tensor, device: torch.device, epochs: int,
+                    seed: int = 0) -> float:
+    """Seconds per epoch of the tutorial loop on grey ``images`` (N, 784) held on the host."""
+    torch.manual_seed(seed)
+    model = TutorialVAE().to(device=device, dtype=torch.float32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    extra = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+    loader = DataLoader(TensorDataset(images), batch_size=BATCH_SIZE, shuffle=True, **extra)
+
+    def epoch(limit=None):
+        model.train()
+        total = 0.0
+        for i, (x,) in enumerate(loader):
+            if limit is not None and i >= limit:
+                break
+            x = x.to(device)
+            optimizer.zero_grad()
+            recon, mu, logvar = model(x)
+            loss = _tutorial_loss(recon, x, mu, logvar)
+            loss.backward()
+            total += loss.item()
+            optimizer.step()
+        return total
+
+    epoch(limit=WARMUP_STEPS)
+    _synchronise(device)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        epoch()
+    _synchronise(device)
+    return (time.perf_counter() - start) / epochs
+
+
+def trainer_epochs(images_uint8: torch.Tensor, device: torch.device, epochs: int,
+                   seed: int = 0) -> float:
+    """Seconds per epoch of :func:`experiments.mnist.train.train`, evaluations excluded."""
+    data = DeviceDataset(images_uint8, "grey", device, torch.float32, seed)
+    test_images = data.evaluation_images()[:100]
+    config = TrainConfig(architecture="tutorial", latent=20, estimator="pathwise_analytic_kl",
+                         batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE, epochs=epochs,
+                         binarization="grey", seed=seed, device=str(device), dtype="float32",
+                         eval_size=100)
+    train(config.replace(max_examples=WARMUP_STEPS * BATCH_SIZE), train_data=data,
+          test_images=test_images)
+    history = train(config, train_data=data, test_images=test_images).history
+    return history["wall_seconds"][-1] / epochs
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise SystemExit(f"error: {message} (see --help)")
+
+
+def main(argv=None) -> dict:
+    parser = _Parser(prog="python -m experiments.mnist.benchmark",
+                     description="Epoch time of the project's MNIST trainer against a plain "
+                                 "DataLoader loop (784-400-20 VAE, batch 128, Adam).")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs of each (default 1)")
+    parser.add_argument("--train-size", type=int, default=0,
+                        help="the first N training images (default 0: all 60,000)")
+    parser.add_argument("--data-dir", default="",
+                        help="folder of the MNIST files (default: $MNIST_DIR or the usual places)")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.train_size < 0:
+        raise SystemExit("error: --epochs must be >= 1 and --train-size >= 0")
+    device = resolve_device(args.device)
+    try:
+        images, _ = load_mnist(args.data_dir or None, "train")
+    except MnistError as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.train_size:
+        images = images[:args.train_size]
+    if len(images) < BATCH_SIZE:
+        raise SystemExit(f"error: --train-size must be at least the batch size {BATCH_SIZE}")
+    grey = images.reshape(len(images), -1).to(torch.float32) / 255
+    name = _device_name(str(device))
+    print(f"device: {device} ({name}); {len(images)} images, {args.epochs} epoch(s), "
+          f"batch {BATCH_SIZE}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    tutorial = tutorial_epochs(grey, device, args.epochs)
+    ours = trainer_epochs(images, device, args.epochs)
+    numbers = {"device": str(device), "device_name": name, "train_size": len(images),
+               "epochs": args.epochs, "trainer_seconds": ours, "tutorial_seconds": tutorial,
+               "ratio": tutorial / ours}
+    print(f"trainer:  {ours:.3f} s per epoch")
+    print(f"tutorial: {tutorial:.3f} s per epoch")
+    print(f"ratio (tutorial / trainer): {tutorial / ours:.2f}")
+    return numbers
+
+
+if __name__ == "__main__":
+    main()
