@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=_positive, default=Config.num_samples,
                         help="K, samples per gradient estimate, raised to an estimator's minimum "
                              "(default: %(default)s)")
-    parser.add_argument("--estimator", nargs="+", metavar="NAME", default=None,
+    parser.add_argument("--estimator", nargs="+", action="extend", metavar="NAME", default=None,
                         help="registry names to time (default: all of %s)" % ", ".join(ESTIMATORS))
     parser.add_argument("--loop-replicates", type=_positive, default=Config.loop_replicates,
                         help="loop iterations timed, then extrapolated (default: %(default)s)")

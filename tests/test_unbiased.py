@@ -26,7 +26,8 @@ pytestmark = pytest.mark.statistical
 
 DIM = 2
 NUM_REPLICATES = 4000
-LAMBDA = {"loc": torch.tensor([0.4, -0.7]), "log_scale": torch.tensor([-0.3, 0.2])}
+F64 = torch.float64  # module constants are made at import, before conftest's float64 default
+LAMBDA = {"loc": torch.tensor([0.4, -0.7], dtype=F64), "log_scale": torch.tensor([-0.3, 0.2], dtype=F64)}
 
 
 class WithStandardPrior:
@@ -49,12 +50,12 @@ class WithStandardPrior:
 # name -> (model from theta, theta). Each model's exact_elbo(loc, scale) is in closed form.
 TARGETS = {
     "polynomial": (lambda t: WithStandardPrior(PolynomialTarget(t["coefficients"])),
-                   {"coefficients": torch.tensor([0.3, -0.5, 0.4, 0.15, -0.1])}),
+                   {"coefficients": torch.tensor([0.3, -0.5, 0.4, 0.15, -0.1], dtype=F64)}),
     "cosine": (lambda t: WithStandardPrior(CosineTarget(t["amplitude"], 2.0)),
-               {"amplitude": torch.tensor(1.5)}),
+               {"amplitude": torch.tensor(1.5, dtype=F64)}),
     "conjugate": (lambda t: ConjugateGaussian(torch.tensor([0.5, -1.0]), t["prior_loc"],
                                               prior_scale=1.2, noise_scale=0.8),
-                  {"prior_loc": torch.tensor([0.2, -0.3])}),
+                  {"prior_loc": torch.tensor([0.2, -0.3], dtype=F64)}),
 }
 
 
