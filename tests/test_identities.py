@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch.distributions import (Categorical, Independent, MixtureSameFamily, Normal,
                                  OneHotCategorical, StudentT)
 
-from estimators import ESTIMATORS, EstimatorError, pathwise, score_function, stl, iwae
+from estimators import (ESTIMATORS, ElboEstimate, EstimatorError, attach_gradient, iwae, pathwise,
+                        score_function, stl)
 from estimators.targets import ConjugateGaussian
 
 DIM = 2
@@ -51,10 +52,29 @@ def test_surrogate_value_is_the_estimate_with_batch_shape_and_q_dtype(dtype, loc
     for name, estimator in ESTIMATORS.items():
         torch.manual_seed(seed)
         estimate = estimator(model, q, samples_for(estimator))
-        assert estimate.elbo.shape == q.batch_shape == estimate.surrogate.shape, name
-        assert estimate.elbo.dtype == estimate.surrogate.dtype == dtype, name
-        assert torch.equal(estimate.surrogate.detach(), estimate.elbo.detach()), name
-        assert estimate.surrogate.requires_grad, name
+        assert follows_the_contract(estimate, q), name
+
+
+def follows_the_contract(estimate, q):
+    """Shapes q.batch_shape, q's dtype, a surrogate with the estimate's value and a gradient."""
+    return (estimate.elbo.shape == q.batch_shape == estimate.surrogate.shape
+            and estimate.elbo.dtype == estimate.surrogate.dtype == q.mean.dtype
+            and torch.equal(estimate.surrogate.detach(), estimate.elbo.detach())
+            and estimate.surrogate.requires_grad)
+
+
+def test_the_contract_check_rejects_a_surrogate_without_the_value_trick():
+    model = ConjugateGaussian(torch.tensor([0.5, -1.0]), torch.zeros(2))
+    q = gaussian_q(torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True))
+    torch.manual_seed(0)
+    right = ESTIMATORS["score_function"](model, q, 3)
+    assert follows_the_contract(right, q)
+    z = q.sample((3,))
+    log_q = q.log_prob(z)
+    signal = (model.log_joint(z) - log_q).detach()
+    raw = ElboEstimate(signal.mean(0), (signal * log_q).mean(0))  # the gradient, not the value
+    assert not follows_the_contract(raw, q)
+    assert not follows_the_contract(ElboEstimate(raw.elbo.float(), raw.elbo.float()), q)
 
 
 @given(loc=vectors(finite), log_scale=vectors(log_scales), x=vectors(finite),
@@ -105,12 +125,10 @@ def x_abs(values):
     return max(abs(v) for v in values)
 
 
-@given(mu=finite, sigma=positive, x=finite, prior_loc=finite, prior_scale=positive,
-       noise_scale=positive, seed=seeds)
-def test_single_sample_gradients_equal_hand_derived_ones(mu, sigma, x, prior_loc, prior_scale,
-                                                         noise_scale, seed):
-    """Normal-Normal model in one dimension, q = N(mu, sigma^2), one sample z = mu + sigma e.
+def hand_derived(kind, mu, sigma, x, m0, s0, n, z):
+    """Single-sample gradients (d/dmu, d/dsigma, d/dm0) of the Normal-Normal model in one dimension.
 
+    q = N(mu, sigma^2), one sample z = mu + sigma e;
     log p(x, z) = log N(z; m0, s0^2) + log N(x; z, n^2), f(z) = log p(x, z) - log q(z),
     g(z) = d/dz log p(x, z) = -(z - m0)/s0^2 + (x - z)/n^2.
       pathwise:  d/dmu = g(z);   d/dsigma = g(z) e + 1/sigma   (log q(mu + sigma e) = c - log sigma - e^2/2)
@@ -119,28 +137,55 @@ def test_single_sample_gradients_equal_hand_derived_ones(mu, sigma, x, prior_loc
                  d log q/dsigma = (e^2 - 1)/sigma)
       both:      d/dm0 = (z - m0)/s0^2
     """
-    m0, s0, n = prior_loc, prior_scale, noise_scale
-    for estimator, draw in ((pathwise, "rsample"), (score_function, "sample")):
-        mu_leaf, sigma_leaf, m0_leaf = leaf([mu]), leaf([sigma]), leaf([m0])
-        model = ConjugateGaussian(torch.tensor([x]), m0_leaf, s0, n)
-        q = Independent(Normal(mu_leaf, sigma_leaf), 1)
-        torch.manual_seed(seed)
-        grads = torch.autograd.grad(estimator(model, q, 1).surrogate, [mu_leaf, sigma_leaf, m0_leaf])
-        torch.manual_seed(seed)  # the sample the estimator drew
-        z = getattr(q, draw)((1,)).item()
-        e = (z - mu) / sigma
+    e = (z - mu) / sigma
+    if kind == "pathwise":
         g = -(z - m0) / s0**2 + (x - z) / n**2
-        if estimator is pathwise:
-            want = [g, g * e + 1 / sigma]
-        else:
-            log_joint = (-0.5 * math.log(2 * math.pi * s0**2) - (z - m0) ** 2 / (2 * s0**2)
-                         - 0.5 * math.log(2 * math.pi * n**2) - (x - z) ** 2 / (2 * n**2))
-            log_q = -0.5 * math.log(2 * math.pi * sigma**2) - e**2 / 2
-            f = log_joint - log_q
-            want = [(f - 1) * e / sigma, (f - 1) * (e**2 - 1) / sigma]
-        want.append((z - m0) / s0**2)
-        for got, expected in zip(grads, want):
-            assert got.item() == pytest.approx(expected, rel=1e-9, abs=1e-9), estimator.__name__
+        want = [g, g * e + 1 / sigma]
+    else:
+        log_joint = (-0.5 * math.log(2 * math.pi * s0**2) - (z - m0) ** 2 / (2 * s0**2)
+                     - 0.5 * math.log(2 * math.pi * n**2) - (x - z) ** 2 / (2 * n**2))
+        f = log_joint - (-0.5 * math.log(2 * math.pi * sigma**2) - e**2 / 2)
+        want = [(f - 1) * e / sigma, (f - 1) * (e**2 - 1) / sigma]
+    return want + [(z - m0) / s0**2]
+
+
+def matches_hand_derived(estimator, kind, mu, sigma, x, m0, s0, n, seed):
+    """Whether the estimator's single-sample gradient equals :func:`hand_derived` for its sample."""
+    mu_leaf, sigma_leaf, m0_leaf = leaf([mu]), leaf([sigma]), leaf([m0])
+    model = ConjugateGaussian(torch.tensor([x]), m0_leaf, s0, n)
+    q = Independent(Normal(mu_leaf, sigma_leaf), 1)
+    torch.manual_seed(seed)
+    grads = torch.autograd.grad(estimator(model, q, 1).surrogate, [mu_leaf, sigma_leaf, m0_leaf],
+                                allow_unused=True)
+    grads = [torch.zeros(1) if g is None else g for g in grads]
+    torch.manual_seed(seed)  # the sample the estimator drew: score functions sample, pathwise rsample
+    z = (q.rsample if kind == "pathwise" else q.sample)((1,)).item()
+    want = hand_derived(kind, mu, sigma, x, m0, s0, n, z)
+    return all(got.item() == pytest.approx(w, rel=1e-9, abs=1e-9) for got, w in zip(grads, want))
+
+
+@given(mu=finite, sigma=positive, x=finite, prior_loc=finite, prior_scale=positive,
+       noise_scale=positive, seed=seeds)
+def test_single_sample_gradients_equal_hand_derived_ones(mu, sigma, x, prior_loc, prior_scale,
+                                                         noise_scale, seed):
+    parameters = (mu, sigma, x, prior_loc, prior_scale, noise_scale, seed)
+    assert matches_hand_derived(pathwise, "pathwise", *parameters)
+    assert matches_hand_derived(score_function, "score", *parameters)
+
+
+def score_term_only(model, q, num_samples):
+    """A wrong score function: f grad log q without grad f at fixed z."""
+    z = q.sample((num_samples,))
+    log_q = q.log_prob(z)
+    signal = (model.log_joint(z) - log_q).detach()
+    elbo = signal.mean(0)
+    return ElboEstimate(elbo, attach_gradient(elbo, (signal * log_q).mean(0)))
+
+
+def test_the_hand_derived_check_rejects_wrong_gradients():
+    parameters = (0.3, 0.8, 1.0, -0.5, 1.2, 0.7, 3)
+    assert not matches_hand_derived(score_term_only, "score", *parameters)
+    assert not matches_hand_derived(stl, "pathwise", *parameters)  # STL drops a mean-zero term
 
 
 # Misuse: one line naming the problem and the fix.
