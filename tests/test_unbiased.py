@@ -22,8 +22,6 @@ from estimators import ESTIMATORS, EmaBaseline, score_function
 from estimators.diagnostics import gradient_statistics, replicate_gradients
 from estimators.targets import ConjugateGaussian, CosineTarget, PolynomialTarget
 
-pytestmark = pytest.mark.statistical
-
 DIM = 2
 NUM_REPLICATES = 4000
 F64 = torch.float64  # module constants are made at import, before conftest's float64 default
@@ -117,6 +115,7 @@ def test_every_registry_entry_is_checked():
     assert {n for n, _ in ELBO_CASES} == set(ESTIMATORS)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("target", list(TARGETS))
 @pytest.mark.parametrize("name,num_samples", ELBO_CASES)
 def test_elbo_gradient_is_unbiased(name, num_samples, target):
@@ -131,6 +130,7 @@ def self_baselined(signal, log_q):
     return signal - 0.5 * signal
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_the_check_rejects_a_baseline_that_depends_on_its_own_sample(target):
     def biased(model, q, num_samples):
@@ -152,6 +152,7 @@ def two_sample_z(first, second):
 IWAE_SAMPLES = 5
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("target", ["conjugate", "cosine"])
 def test_iwae_and_dreg_agree_in_mean_for_the_k_sample_bound(target):
     # No closed form for the gradient of the K-sample bound: two estimators of it, unbiased by
@@ -162,6 +163,7 @@ def test_iwae_and_dreg_agree_in_mean_for_the_k_sample_bound(target):
     assert z.abs().max() < z_threshold(z.numel()), z.tolist()
 
 
+@pytest.mark.statistical
 def test_the_agreement_check_tells_the_iwae_bound_from_the_elbo():
     # The same check must reject a pair with different means: at K = 5 the ELBO's gradient
     # (pathwise) is not the K-sample bound's (dreg).
@@ -188,11 +190,13 @@ def kl_z_scores(kl_under_test):
     return (estimate - kl_under_test(q, prior)) / se
 
 
+@pytest.mark.statistical
 def test_analytic_kl_matches_monte_carlo():
     z = kl_z_scores(kl_divergence)
     assert z.abs().max() < z_threshold(z.numel()), z.tolist()
 
 
+@pytest.mark.statistical
 def test_the_kl_check_rejects_the_reversed_kl():
     z = kl_z_scores(lambda q, prior: kl_divergence(prior, q))
     assert z.abs().max() > z_threshold(z.numel())
