@@ -300,6 +300,8 @@ def test_command_line_trains_from_idx_files_and_resumes(tmp_path, capsys):
     history = trainer.main([*common, "--resume", "--epochs", "2"])
     assert history["step"] == [3, 6]
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 6
+    with pytest.raises(SystemExit, match="other settings [(]latent[)]; resume with the same"):
+        trainer.main([*common, "--resume", "--latent", "5"])
 
 
 def test_benchmark_runs_at_tiny_scale(tmp_path, capsys):

@@ -230,7 +230,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 # Fields a resumed run may change without changing what it computes.
 _RESUMABLE_CHANGES = {"epochs", "max_examples", "data_dir", "checkpoint", "checkpoint_every",
-                      "compile", "device"}
+                      "compile"}
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -277,9 +277,10 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     elif config.train_size and config.train_size < len(train_data):
         raise ValueError(f"train_size {config.train_size} with train_data of {len(train_data)} "
                          "images: pass the subset itself, or train_size 0")
-    if train_data.device.type != device.type:
-        raise ValueError(f"train_data is on {train_data.device}, the config says {device}; build "
-                         f"the DeviceDataset with device={str(device)!r}")
+    if train_data.device.type != device.type or train_data.dtype != dtype:
+        raise ValueError(f"train_data is {train_data.dtype} on {train_data.device}, the config "
+                         f"says {dtype} on {device}; build the DeviceDataset with "
+                         f"device={str(device)!r}, dtype={dtype}")
     if test_images is None:
         test, _ = load_mnist(config.data_dir or None, "test")
         test_images = DeviceDataset(test[:config.eval_size], config.binarization, device, dtype,
@@ -319,7 +320,10 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = len(train_data) // config.batch_size
-    total_steps = config.epochs * steps_per_epoch
+    epochs = config.epochs
+    if config.schedule == "iwae":
+        epochs = min(epochs, sum(passes for passes, _ in iwae_schedule()))
+    total_steps = epochs * steps_per_epoch
     if config.max_examples:
         total_steps = min(total_steps, math.ceil(config.max_examples / config.batch_size))
     eval_every = config.eval_every or steps_per_epoch * config.batch_size
