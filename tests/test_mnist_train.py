@@ -217,6 +217,14 @@ def test_every_estimator_trains_a_step(data, estimator):
     assert isinstance(result.baseline, expected.get(estimator, type(None)))
 
 
+def test_compile_is_skipped_on_the_cpu(data, capsys):
+    config = SMALL.replace(max_examples=100, eval_size=20)
+    plain, compiled = _run(config, data), _run(config.replace(compile=True), data)
+    assert "compile: skipped on the CPU" in capsys.readouterr().err
+    for a, b in zip(plain.vae.parameters(), compiled.vae.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_iwae_schedule_is_3_to_the_i_passes_at_decaying_rates():
     config = TrainConfig(schedule="iwae")
     stages = trainer.iwae_schedule()

@@ -312,11 +312,24 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     if world > 1:
         step_fn = torch.nn.parallel.DistributedDataParallel(
             objective, device_ids=[device] if device.type == "cuda" else None)
+    eager_fn = step_fn
     if config.compile:
         if device.type == "cuda":
             step_fn = torch.compile(step_fn)
         elif rank == 0:
             print("compile: skipped on the CPU (it pays off on CUDA only)", file=sys.stderr)
+
+    def run_step(x):
+        nonlocal step_fn
+        if step_fn is eager_fn:
+            return step_fn(x)
+        try:
+            return step_fn(x)
+        except Exception as error:  # torch.compile cannot trace everything; eager always works
+            print(f"compile: failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                  "running eagerly", file=sys.stderr)
+            step_fn = eager_fn
+            return step_fn(x)
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = len(train_data) // config.batch_size
@@ -454,7 +467,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
             for x in batches:
                 if world > 1:
                     x = x[rank * shard:(rank + 1) * shard]
-                loss, bound = step_fn(x)
+                loss, bound = run_step(x)
                 optimizer.zero_grad(set_to_none=True)
                 if nvil_optimizer is not None:
                     nvil_optimizer.zero_grad(set_to_none=True)
