@@ -77,11 +77,11 @@ def _improvement_z(config, data, monkeypatch=None):
     return difference.mean() / (difference.std() / math.sqrt(difference.numel())), result
 
 
-IMPROVES = SMALL.replace(epochs=3, eval_every=100)
+IMPROVES = SMALL.replace(epochs=2, eval_every=100)
 
 
 def test_training_improves_the_test_bound_and_records_it_faithfully(data):
-    """The mean per-image gain of the test ELBO after three epochs is significantly positive:
+    """The mean per-image gain of the test ELBO after two epochs is significantly positive:
     a one-sided paired z-test over the 100 test images at z_threshold(1), seed 5.
 
     Rejects a correct trainer with probability at most FALSE_POSITIVE_RATE / STATISTICAL_BUDGET.
@@ -90,9 +90,9 @@ def test_training_improves_the_test_bound_and_records_it_faithfully(data):
     assert z > z_threshold(1)
     history = result.history
     assert set(history) == set(trainer.HISTORY_KEYS)
-    assert len({len(v) for v in history.values()}) == 1 and len(history["step"]) == 9
-    assert history["step"] == [2, 4, 6, 8, 10, 12, 14, 16, 18]  # 100 images = 2 steps of 50
-    assert history["epoch"][-1] == 3.0 and history["examples_seen"][-1] == 900
+    assert len({len(v) for v in history.values()}) == 1
+    assert history["step"] == [2, 4, 6, 8, 10, 12]  # 100 images = 2 steps of 50
+    assert history["epoch"][-1] == 2.0 and history["examples_seen"][-1] == 600
     assert all(np.diff(history["wall_seconds"]) > 0)
     torch.manual_seed(IMPROVES.seed)
     fresh = evaluate.test_elbo(result.vae, data[1][:IMPROVES.eval_size])

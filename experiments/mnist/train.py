@@ -18,7 +18,9 @@ was never interrupted.
 
 Command line: ``python -m experiments.mnist.train --help``. Under ``torchrun`` with WORLD_SIZE > 1
 each rank takes its shard of every minibatch (DistributedDataParallel; NCCL on CUDA, Gloo on the
-CPU) and only rank 0 writes files.
+CPU) and only rank 0 writes files. Every rank starts from rank 0's network and the gradients are
+averaged, so the ranks' parameters stay identical; each rank keeps its own moving average for
+"score_function_ema" (rank 0's is checkpointed).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class TrainConfig:
     data_dir: str = ""  # folder of the MNIST files ("": $MNIST_DIR or data.default_directory())
     eval_every: int = 0  # training images between evaluations (0: once per epoch)
     eval_size: int = 1000  # test images (at most) in each evaluation of the test bound
-    compile: bool = False  # torch.compile the objective (CUDA only; skipped on the CPU)
+    compile: bool = False  # torch.compile the objective (CUDA only; eager if compiling fails)
     checkpoint: str = ""  # file to write checkpoints to ("": none)
     checkpoint_every: int = 0  # steps between checkpoints (0: at each evaluation)
 
