@@ -418,10 +418,20 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv=None) -> int:
+    """Print the key numbers of saved results: ``python -m experiments.cost_functions [RESULTS]``."""
+    import argparse
 
     from .common import Paths, load_results
 
-    source = sys.argv[1] if len(sys.argv) > 1 else Paths().results_file(NAME)
-    print(summary(load_results(source)))
+    default = Paths().results_file(NAME)
+    parser = argparse.ArgumentParser(prog="python -m experiments.cost_functions",
+                                     description=f"Print the key numbers of saved {NAME} results.")
+    parser.add_argument("results", nargs="?", default=default,
+                        help=f"a results file written by the study (default: {default})")
+    print(summary(load_results(parser.parse_args(argv).results)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

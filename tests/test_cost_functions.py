@@ -275,6 +275,9 @@ def test_end_to_end_writes_results_and_figures(tmp_path, capsys):
     assert saved["data"]["num_replicates"] == 200
     text = cf.summary(saved)
     assert "score_function_optimal" in text and "max|z|" in text
+    capsys.readouterr()
+    assert cf.main([str(results)]) == 0  # python -m experiments.cost_functions RESULTS
+    assert capsys.readouterr().out.strip() == text
     for family in cf.COSTS:
         for suffix in ("png", "pdf"):
             assert (tmp_path / "figures" / f"cost-functions-{family}.{suffix}").stat().st_size > 0
@@ -286,6 +289,10 @@ def test_help_lists_the_config_fields(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "num_replicates" in out and "cosine_range" in out
+    with pytest.raises(SystemExit) as exit_info:
+        cf.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "key numbers" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("field, value, message", [
