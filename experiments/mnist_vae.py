@@ -1,0 +1,841 @@
+"""mnist-vae: the image VAE on MNIST trained with each ELBO gradient estimator, as in the papers.
+
+Two protocols (the ``protocol`` field):
+
+- "kingma-welling": Kingma & Welling 2014, section 5: one hidden layer of 500 tanh units, a
+  latent of 3, 5, 10, 20 or 200 units, minibatches of 100, one sample of z per image; their
+  Figure 2 plots the bound against the number of training images seen, up to 10^8. We use Adam
+  (they used Adagrad with a weight-decay prior), so curves are comparable in kind, not in detail.
+- "burda": Burda et al. 2016, one stochastic layer: 784-200-200-50 tanh, minibatches of 20,
+  Adam on the schedule of 3^i passes at 1e-3 * 10^(-i/7), i = 0..7 (3280 passes); their Table 1
+  reports the test NLL as -L_5000.
+
+Every run of ``estimators`` trains the same network from the same initialisation on the same data
+with :func:`experiments.mnist.train.train`, for the same number of training images. Recorded:
+the test bound during training (the estimator-independent single-sample ELBO); at fixed points of
+training, the total variance and the signal-to-noise ratio of the encoder (lambda) and decoder
+(theta) gradients of every estimator, on the parameters of the first run and one fixed minibatch
+(:func:`experiments.mnist.evaluate.gradient_variance`, R replicates in one vectorised pass), and
+of each run's own estimator along its own run; after training, the test ELBO, L_k
+(Burda et al. 2016) and the active units. The first run's model also gives samples from the
+prior, reconstructions, interpolations and latent arithmetic; a model with a 2-D latent gives the
+20 x 20 manifold of Kingma & Welling's Figure 4. Runs keep checkpoints under
+``checkpoints/mnist-vae/`` and resume from them.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .common import ROOT, StudyConfig, atomic_write, progress, resolve_device, save_figure
+
+NAME = "mnist-vae"
+SUMMARY = "the MNIST VAE trained with each estimator: bound vs images seen, gradient SNR, pictures"
+
+NVIL = "score_function+nvil"  # as experiments.mnist.evaluate.NVIL
+PUBLISHED_CSV = ROOT / "data" / "published" / "kingma_welling_2014_fig2_mnist.csv"
+
+# What each protocol fixes (the Config fields left at 0 or "" take these).
+PROTOCOLS = {
+    "kingma-welling": {"architecture": "kingma-welling", "latent": 20, "batch_size": 100,
+                       "schedule": "constant", "epochs": 1667},  # 1667 x 60,000 = 10^8 images
+    "burda": {"architecture": "iwae", "latent": 50, "batch_size": 20, "schedule": "iwae",
+              "epochs": 3280},
+}
+
+# Published numbers: protocol, estimator, samples per image, latent, value.
+# Burda et al. 2016, Table 1 (one stochastic layer): test NLL = -L_5000, nats.
+# Kingma & Welling 2014, Figure 2: final test lower bound, nats (read off the figure, about ±0.5).
+PUBLISHED = [
+    {"source": "Burda et al. 2016, Table 1 (VAE, k = 1)", "protocol": "burda",
+     "estimator": "pathwise", "num_samples": 1, "latent": 50, "metric": "nll", "value": 86.76},
+    {"source": "Burda et al. 2016, Table 1 (VAE, k = 50)", "protocol": "burda",
+     "estimator": "pathwise", "num_samples": 50, "latent": 50, "metric": "nll", "value": 86.35},
+    {"source": "Burda et al. 2016, Table 1 (IWAE, k = 5)", "protocol": "burda",
+     "estimator": "iwae", "num_samples": 5, "latent": 50, "metric": "nll", "value": 85.54},
+    {"source": "Burda et al. 2016, Table 1 (IWAE, k = 50)", "protocol": "burda",
+     "estimator": "iwae", "num_samples": 50, "latent": 50, "metric": "nll", "value": 84.78},
+    *[{"source": f"Kingma & Welling 2014, Fig. 2 (N_z = {latent})",
+       "protocol": "kingma-welling", "estimator": "pathwise_analytic_kl", "num_samples": 1,
+       "latent": latent, "metric": "test_bound", "value": value}
+      for latent, value in ((3, -133.6), (5, -118.8), (10, -103.2), (20, -99.5), (200, -99.6))],
+]
+
+
+@dataclass(frozen=True)
+class Config(StudyConfig):
+    """Every field can be changed with --set FIELD=VALUE (tuples as comma-separated lists)."""
+
+    protocol: str = "kingma-welling"  # "kingma-welling" (Kingma & Welling 2014) or "burda" (Burda et al. 2016)
+    latent: int = 0  # latent units (0: the protocol's, 20 or 50; Kingma & Welling: 3, 5, 10, 20, 200)
+    estimators: tuple = ("pathwise_analytic_kl", "pathwise", "stl", "score_function", "score_function_loo:2", NVIL, "iwae:5")  # runs: NAME or NAME:K (K samples per image); the first run's model gives the pictures
+    num_samples: int = 1  # K of every run that does not name its own
+    batch_size: int = 0  # images per step (0: the protocol's, 100 or 20)
+    learning_rate: float = 1e-3  # Adam's rate (the burda schedule decays it from here)
+    epochs: int = 0  # passes over the training set (0: the protocol's, 1667 = 10^8 images or 3280)
+    max_examples: int = 0  # stop every run after this many training images (0: no cap)
+    train_size: int = 0  # training images, the first n (0: all 60,000)
+    test_size: int = 0  # test images for the final test ELBO, L_k and active units (0: all 10,000)
+    eval_every: int = 0  # training images between test-bound evaluations (0: once per epoch)
+    eval_size: int = 1000  # test images per evaluation during training
+    likelihood_k: int = 5000  # k of the final L_k on the test set (Burda et al.: 5000)
+    probe_fractions: tuple = (0.0, 0.01, 0.1, 1.0)  # where in training (fraction of the images) gradients are probed
+    probe_batch: int = 100  # training images of the fixed probe minibatch
+    num_replicates: int = 256  # R: independent gradient estimates per probe
+    replicate_chunk: int = 64  # replicates per vectorised pass (bounds memory)
+    manifold_latent: int = 2  # latent of the extra run drawn as a 2-D manifold (0: no such run)
+    manifold_size: int = 20  # the manifold is manifold_size x manifold_size decoded points
+    likelihood: str = "bernoulli"  # decoder: "bernoulli" (binary pixels) or "gaussian" (grey)
+    binarization: str = "dynamic"  # "dynamic" (a fresh draw each minibatch), "fixed" or "grey"
+    dtype: str = "float32"  # float32 or float64
+    compile: bool = False  # torch.compile the training step (GPU)
+    data_dir: str = ""  # MNIST folder ("": $MNIST_DIR or the default places)
+    resume: bool = True  # continue a run from its checkpoint under checkpoints/mnist-vae/
+    cpu_threads: int = 0  # torch threads on the CPU (0: torch's default; 1 is fastest on a busy machine)
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(quick=True, train_size=5000, epochs=4, eval_every=1000, eval_size=500,
+                   test_size=500, likelihood_k=100, probe_fractions=(0.0, 0.25, 1.0),
+                   probe_batch=50, num_replicates=32, replicate_chunk=32, cpu_threads=1)
+
+
+def add_arguments(parser) -> None:
+    from .gmm_vi import describe_fields
+
+    parser.epilog = describe_fields(Config)
+
+
+# --------------------------------------------------------------------------------------------
+# Runs, settings and checks
+# --------------------------------------------------------------------------------------------
+
+
+def parse_run(label: str, default_samples: int) -> tuple[str, int]:
+    """'iwae:5' -> ('iwae', 5); 'stl' -> ('stl', default_samples)."""
+    name, _, samples = label.partition(":")
+    if not samples:
+        return name, default_samples
+    try:
+        return name, int(samples)
+    except ValueError:
+        raise SystemExit(f"error: mnist-vae: run {label!r}: K after ':' must be an integer, "
+                         "e.g. iwae:5") from None
+
+
+def settings(config: Config) -> dict:
+    """The protocol's architecture, latent, batch size, schedule and epochs, with overrides."""
+    chosen = dict(PROTOCOLS[config.protocol])
+    for key in ("latent", "batch_size", "epochs"):
+        if getattr(config, key):
+            chosen[key] = getattr(config, key)
+    return chosen
+
+
+def validate(config: Config) -> None:
+    """Refuse, with one line naming the field and the fix, a config the study cannot run."""
+    from .mnist.evaluate import estimator_for, estimator_names
+
+    if config.protocol not in PROTOCOLS:
+        raise SystemExit(f"error: mnist-vae: unknown protocol {config.protocol!r}; "
+                         f"use --set protocol={' or '.join(PROTOCOLS)}")
+    if not config.estimators:
+        raise SystemExit("error: mnist-vae: estimators is empty; name at least one run, "
+                         "e.g. --set estimators=pathwise_analytic_kl")
+    for label in config.estimators:
+        name, samples = parse_run(label, config.num_samples)
+        if name not in estimator_names():
+            raise SystemExit(f"error: mnist-vae: unknown estimator {name!r}; choose from "
+                             f"{', '.join(estimator_names())}")
+        if samples < estimator_for(name).min_samples:
+            raise SystemExit(f"error: mnist-vae: {name} needs K >= {estimator_for(name).min_samples}"
+                             f" samples per image; write it as {name}:{estimator_for(name).min_samples}")
+    if len(set(config.estimators)) != len(config.estimators):
+        raise SystemExit("error: mnist-vae: a run is named twice in estimators; name each once")
+    problems = [
+        (config.num_samples < 1, f"num_samples must be >= 1, got {config.num_samples}"),
+        (min(config.latent, config.batch_size, config.epochs, config.max_examples,
+             config.train_size, config.test_size, config.eval_every) < 0,
+         "latent, batch_size, epochs, max_examples, train_size, test_size and eval_every must "
+         "be >= 0 (0: the default)"),
+        (config.learning_rate <= 0, f"learning_rate must be positive, got {config.learning_rate}"),
+        (config.num_replicates < 2, f"num_replicates must be >= 2 to estimate a variance, got "
+                                    f"{config.num_replicates}"),
+        (config.cpu_threads < 0, f"cpu_threads must be >= 0, got {config.cpu_threads}"),
+        (config.replicate_chunk < 2, f"replicate_chunk must be >= 2, got {config.replicate_chunk}"),
+        (min(config.eval_size, config.likelihood_k, config.probe_batch) < 1,
+         "eval_size, likelihood_k and probe_batch must be >= 1"),
+        (any(not 0 <= f <= 1 for f in config.probe_fractions),
+         f"probe_fractions must lie in [0, 1], got {config.probe_fractions}"),
+        (config.manifold_latent not in (0, 2),
+         f"manifold_latent must be 2 (drawn as a plane) or 0 (no manifold), got "
+         f"{config.manifold_latent}"),
+        (config.manifold_size < 2, f"manifold_size must be >= 2, got {config.manifold_size}"),
+        (config.likelihood not in ("bernoulli", "gaussian"),
+         f"likelihood must be bernoulli or gaussian, got {config.likelihood!r}"),
+        (config.dtype not in ("float32", "float64"),
+         f"dtype must be float32 or float64, got {config.dtype!r}"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise SystemExit(f"error: mnist-vae: {message}")
+
+
+def train_config(config: Config, label: str, latent: int | None = None):
+    """The trainer's config of one run of the study."""
+    from .mnist.train import TrainConfig
+
+    chosen = settings(config)
+    name, samples = parse_run(label, config.num_samples)
+    return TrainConfig(
+        architecture=chosen["architecture"], latent=latent or chosen["latent"],
+        likelihood=config.likelihood, estimator=name, num_samples=samples,
+        batch_size=chosen["batch_size"], learning_rate=config.learning_rate,
+        schedule=chosen["schedule"], epochs=chosen["epochs"], max_examples=config.max_examples,
+        train_size=config.train_size,
+        binarization="grey" if config.likelihood == "gaussian" else config.binarization,
+        seed=config.seed, device=str(resolve_device(config.device)), dtype=config.dtype,
+        data_dir=config.data_dir, eval_every=config.eval_every, eval_size=config.eval_size,
+        compile=config.compile)
+
+
+def checkpoint_path(root: Path, label: str, trainer_config) -> Path:
+    """One file per distinct trainer config, so a changed config never resumes a stale run."""
+    fields = {k: v for k, v in dataclasses.asdict(trainer_config).items()
+              if k not in ("checkpoint", "checkpoint_every", "data_dir", "compile")}
+    digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    slug = label.replace("+", "-").replace(":", "-k")
+    return Path(root) / "checkpoints" / NAME / f"{slug}-{digest}.pt"
+
+
+def total_examples(config: Config, num_train: int) -> int:
+    """Training images each run sees: whole minibatches of every epoch, or the cap."""
+    chosen = settings(config)
+    per_epoch = (num_train // chosen["batch_size"]) * chosen["batch_size"]
+    total = per_epoch * chosen["epochs"]
+    if chosen["schedule"] == "iwae":
+        total = per_epoch * min(chosen["epochs"], 3280)
+    return min(total, config.max_examples) if config.max_examples else total
+
+
+# --------------------------------------------------------------------------------------------
+# Pictures: the manifold grid, latent arithmetic, images stored small
+# --------------------------------------------------------------------------------------------
+
+
+def manifold_grid(size: int) -> torch.Tensor:
+    """Latent coordinates of Kingma & Welling's Figure 4: a size x size grid, (size^2, 2).
+
+    Linearly spaced points (i + 1/2) / size of the unit square, mapped through the inverse CDF of
+    the standard normal, so each cell holds equal prior mass. Row r, column c is
+    (z_1, z_2) = (Phi^-1(u_c), Phi^-1(u_{size-1-r})): z_2 grows upwards as in a plot.
+    """
+    levels = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    axis = torch.distributions.Normal(0.0, 1.0).icdf(levels)
+    z1 = axis.repeat(size)
+    z2 = axis.flip(0).repeat_interleave(size)
+    return torch.stack([z1, z2], -1)
+
+
+def latent_direction(means: torch.Tensor, ink: torch.Tensor, labels: torch.Tensor,
+                     fraction: float = 0.25):
+    """The mean latent difference between thick- and thin-stroke digits.
+
+    Ink mass is measured relative to the median of the image's class, so the direction is about
+    stroke width and not about which digit it is (a 1 holds less ink than an 8). ``thick`` and
+    ``thin`` are the top and bottom ``fraction`` of images by relative ink. Returns
+    (direction, thick mask, thin mask), direction = mean(means[thick]) - mean(means[thin]).
+    """
+    ink, means = ink.double(), means.double()
+    medians = torch.zeros(int(labels.max()) + 1, dtype=torch.float64)
+    for digit in labels.unique():
+        medians[digit] = torch.quantile(ink[labels == digit], 0.5)
+    relative = ink / medians[labels]
+    low, high = torch.quantile(relative, fraction), torch.quantile(relative, 1 - fraction)
+    thin, thick = relative <= low, relative >= high
+    return means[thick].mean(0) - means[thin].mean(0), thick, thin
+
+
+def encode_images(pixels: torch.Tensor) -> dict:
+    """Images with values in [0, 1], (N, 784), as base64 uint8: small enough for a JSON file."""
+    array = (pixels.detach().double().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return {"shape": [int(array.shape[0]), 28, 28],
+            "uint8_base64": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
+def decode_images(stored: dict) -> np.ndarray:
+    raw = np.frombuffer(base64.b64decode(stored["uint8_base64"]), dtype=np.uint8)
+    return raw.reshape(stored["shape"])
+
+
+@torch.no_grad()
+def decode_mean(vae, z: torch.Tensor) -> torch.Tensor:
+    """The decoder's mean image for each z: pixel probabilities (Bernoulli) or grey levels."""
+    z = z.to(device=next(vae.parameters()).device, dtype=next(vae.parameters()).dtype)
+    observation = vae.observation(z)
+    return observation.base_dist.mean if hasattr(observation, "base_dist") else observation.mean
+
+
+@torch.no_grad()
+def pictures(vae, test_images: torch.Tensor, test_grey: torch.Tensor, test_labels: torch.Tensor,
+             seed: int) -> dict:
+    """Prior samples, reconstructions, interpolations and latent arithmetic of one model."""
+    generator = torch.Generator().manual_seed(seed)
+    latent = vae.latent_dim
+    out = {}
+    z = torch.randn(100, latent, generator=generator, dtype=torch.float64)
+    out["prior_samples"] = encode_images(decode_mean(vae, z))
+    # Reconstructions: one test digit of each class, twice.
+    picks = torch.cat([torch.nonzero(test_labels == d)[:2, 0] for d in range(10)])
+    picks = picks[torch.argsort(torch.arange(len(picks)) % 2, stable=True)]
+    means = vae.posterior(test_images.to(next(vae.parameters()))).mean.double().cpu()
+    out["reconstruction_inputs"] = encode_images(test_images[picks])
+    out["reconstructions"] = encode_images(decode_mean(vae, means[picks]))
+    # Interpolations between posterior means of pairs of test digits of different classes.
+    pairs = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (7, 1)]
+    first = [int(torch.nonzero(test_labels == a)[2, 0]) for a, _ in pairs]
+    second = [int(torch.nonzero(test_labels == b)[3, 0]) for _, b in pairs]
+    weights = torch.linspace(0, 1, 10, dtype=torch.float64)
+    path = ((1 - weights)[None, :, None] * means[first][:, None]
+            + weights[None, :, None] * means[second][:, None])
+    out["interpolations"] = encode_images(decode_mean(vae, path.reshape(-1, latent)))
+    out["interpolation_pairs"] = [[a, b] for a, b in pairs]
+    # Latent arithmetic: add the thick-minus-thin direction to thin digits.
+    ink = test_grey.double().cpu().sum(-1)
+    direction, thick, thin = latent_direction(means, ink, test_labels.cpu())
+    order = torch.nonzero(thin)[:, 0]
+    # Eight thin digits, of different classes where the test images allow.
+    first_of_class = torch.cat([order[test_labels[order] == d][:1] for d in range(10)])
+    rest = order[~torch.isin(order, first_of_class)]
+    chosen = torch.cat([first_of_class, rest])[:8]
+    steps = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    shifted = means[chosen][:, None] + steps[None, :, None] * direction
+    out["arithmetic_inputs"] = encode_images(test_grey[chosen])
+    out["arithmetic"] = encode_images(decode_mean(vae, shifted.reshape(-1, latent)))
+    out["arithmetic_steps"] = steps
+    out["arithmetic_groups"] = {"thick": int(thick.sum()), "thin": int(thin.sum())}
+    out["direction_norm"] = direction.norm().item()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Training runs and measurements
+# --------------------------------------------------------------------------------------------
+
+
+def _probe_targets(config: Config, total: int) -> list[int]:
+    return sorted({int(round(f * total)) for f in config.probe_fractions})
+
+
+def _measure(vae, baseline, x, labels, config, seed) -> dict:
+    """gradient_variance of each run's estimator (with its own K) on these parameters and x."""
+    from .mnist.evaluate import NVIL as nvil_name
+    from .mnist.evaluate import gradient_variance
+
+    out = {}
+    for label in labels:
+        name, samples = parse_run(label, config.num_samples)
+        options = {}
+        if name == nvil_name and baseline is None:
+            continue  # NVIL's baseline is learned along its own run; this model has none
+        if name == "score_function_ema" and baseline is not None:
+            options = {name: {"state": baseline}}
+        stats = gradient_variance(vae, x, [name], config.num_replicates, samples,
+                                  baseline=baseline if name == nvil_name else None,
+                                  options=options, replicate_chunk=config.replicate_chunk,
+                                  seed=seed)
+        out[label] = stats[name]
+    return out
+
+
+def train_one(config: Config, label: str, paths, data: dict, measure: list[str],
+              latent: int | None = None) -> tuple[dict, object]:
+    """Train one run (resuming from its checkpoint), probing gradients at the fixed points."""
+    from .mnist.train import TrainingDiverged, train
+
+    trainer_config = train_config(config, label, latent)
+    checkpoint = checkpoint_path(paths.root, label if latent is None else f"{label}-z{latent}",
+                                 trainer_config)
+    trainer_config = dataclasses.replace(trainer_config, checkpoint=str(checkpoint))
+    probes_file = checkpoint.with_suffix(".probes.json")
+    resume = config.resume and checkpoint.exists()
+    probes = json.loads(probes_file.read_text()) if resume and probes_file.exists() else []
+    targets = [t for t in _probe_targets(config, data["total"])
+               if all(p["examples_seen"] < t for p in probes)] if measure else []
+
+    def callback(state):
+        if not targets or state.examples_seen < targets[0]:
+            return
+        while targets and state.examples_seen >= targets[0]:
+            targets.pop(0)
+        stats = _measure(state.vae, state.baseline, data["probe_x"], measure, config,
+                         seed=config.seed + 1000)
+        probes.append({"step": int(state.step), "examples_seen": int(state.examples_seen),
+                       "stats": stats})
+        atomic_write(probes_file, lambda tmp: Path(tmp).write_text(json.dumps(probes)))
+
+    try:
+        result = train(trainer_config, train_data=data["train"], test_images=data["test"],
+                       callback=callback, resume=resume)
+    except TrainingDiverged as error:
+        raise SystemExit(f"error: mnist-vae: run {label} diverged ({error}); lower "
+                         "--set learning_rate=...") from None
+    except ValueError as error:  # the trainer's one-line message names the field and the fix
+        raise SystemExit(f"error: mnist-vae: run {label}: {error}") from None
+    vae = result.vae
+    vae.eval()
+    history = {k: list(v) for k, v in result.history.items()}
+    record = {"label": label, "estimator": trainer_config.estimator,
+              "num_samples": trainer_config.num_samples, "latent": trainer_config.latent,
+              "history": history, "probes": probes,
+              "examples_seen": int(history["examples_seen"][-1]) if history["examples_seen"] else 0,
+              "wall_seconds": float(history["wall_seconds"][-1]) if history["wall_seconds"] else 0.0,
+              "steps": int(history["step"][-1]) if history["step"] else 0,
+              "checkpoint": str(checkpoint)}
+    record.update(final_evaluation(vae, data["test_all"], config))
+    return record, vae
+
+
+def final_evaluation(vae, test_images: torch.Tensor, config: Config) -> dict:
+    """Test ELBO, L_k and active units, with the same random draws for every run."""
+    from .mnist import evaluate
+
+    torch.manual_seed(config.seed + 7)
+    elbo = evaluate.test_elbo(vae, test_images)
+    values = evaluate.importance_sampled_log_likelihood(vae, test_images,
+                                                        num_samples=config.likelihood_k)
+    return {"test_elbo": elbo, "log_likelihood": values.mean().item(),
+            "log_likelihood_se": (values.std() / math.sqrt(values.numel())).item(),
+            "active_units": evaluate.active_units(vae, test_images),
+            "test_images": int(test_images.shape[0])}
+
+
+def load_data(config: Config) -> dict:
+    """MNIST once for every run: training set and test images on the device."""
+    from .mnist.data import DeviceDataset, MnistError, load_mnist
+
+    try:
+        train_uint8, _ = load_mnist(config.data_dir or None, "train")
+        test_uint8, test_labels = load_mnist(config.data_dir or None, "test")
+    except MnistError as error:
+        raise SystemExit(f"error: mnist-vae: {error}") from None
+    if config.train_size:
+        train_uint8 = train_uint8[:config.train_size]
+    if config.test_size:
+        test_uint8, test_labels = test_uint8[:config.test_size], test_labels[:config.test_size]
+    device = str(resolve_device(config.device))
+    dtype = getattr(torch, config.dtype)
+    binarization = "grey" if config.likelihood == "gaussian" else config.binarization
+    train_set = DeviceDataset(train_uint8, binarization, device, dtype, seed=config.seed)
+    test_set = DeviceDataset(test_uint8, binarization, device, dtype, seed=config.seed + 1)
+    test_all = test_set.evaluation_images(seed=config.seed + 1)
+    probe_set = DeviceDataset(train_uint8[:config.probe_batch], binarization, device, dtype)
+    return {"train": train_set, "test": test_all[:config.eval_size], "test_all": test_all,
+            "test_grey": test_uint8.reshape(len(test_uint8), -1).to(torch.float64) / 255,
+            "test_labels": test_labels,
+            "probe_x": probe_set.evaluation_images(seed=config.seed + 2),
+            "total": total_examples(config, len(train_set))}
+
+
+def run(config: Config, paths) -> dict:
+    validate(config)
+    threads = torch.get_num_threads()
+    if config.cpu_threads:
+        # Small networks on a shared CPU: extra threads mostly wait for each other.
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return _run(config, paths)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: Config, paths) -> dict:
+    data = load_data(config)
+    labels = list(config.estimators)
+    runs, reference_vae = {}, None
+    for index, label in enumerate(progress(labels, desc="mnist-vae: runs")):
+        # The first run's parameters are probed with every estimator; the others with their own.
+        measure = labels if index == 0 else [label]
+        runs[label], vae = train_one(config, label, paths, data, measure)
+        if index == 0:
+            reference_vae = vae
+    out = {"labels": labels, "reference": labels[0], "runs": runs,
+           "protocol": config.protocol, "settings": settings(config),
+           "train_size": len(data["train"]), "test_size": int(data["test_all"].shape[0]),
+           "likelihood_k": config.likelihood_k, "num_replicates": config.num_replicates,
+           "eval_size": int(data["test"].shape[0]),
+           "probe_batch": config.probe_batch, "quick": config.quick,
+           "pictures": pictures(reference_vae, data["test_all"].cpu(), data["test_grey"],
+                                data["test_labels"], config.seed + 3)}
+    if config.manifold_latent:
+        record, vae = train_one(config, labels[0], paths, data, [], latent=config.manifold_latent)
+        grid = manifold_grid(config.manifold_size)
+        record["images"] = encode_images(decode_mean(vae, grid))
+        record["grid"] = grid
+        record["size"] = config.manifold_size
+        out["manifold"] = record
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def published_curves(latent: int) -> dict:
+    """Kingma & Welling 2014, Figure 2, AEVB curves at this latent: split -> (images, bound)."""
+    curves = {}
+    with open(PUBLISHED_CSV) as handle:
+        for row in csv.DictReader(handle):
+            if int(row["Nz"]) == latent and row["method"] == "AEVB":
+                curves.setdefault(row["split"], []).append(
+                    (float(row["train_samples_evaluated"]), float(row["lower_bound_nats"])))
+    return {split: tuple(np.asarray(v).T) for split, v in curves.items()}
+
+
+def _scale_note(data: dict) -> str:
+    s = data["settings"]
+    where = ("quick CPU run, not paper scale" if data["quick"] else "paper-scale run")
+    return (f"{where}: {data['protocol']} protocol, {data['train_size']:,} training images, "
+            f"{s['architecture']} network, latent {s['latent']}, batch {s['batch_size']}")
+
+
+def _label(run: dict) -> str:
+    return run["label"] if ":" in run["label"] else (
+        f"{run['label']}" + (f" (K = {run['num_samples']})" if run["num_samples"] > 1 else ""))
+
+
+def _style(run: dict) -> dict:
+    from .style import color
+
+    return {"color": color(run["estimator"]), "linewidth": 1.5,
+            "linestyle": "--" if run["estimator"] in ("iwae", "dreg") else "-"}
+
+
+def plot(results: dict, results_path, paths) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .style import rc_context
+
+    data = results["data"]
+    with rc_context():
+        figures = _plot_bound(plt, data, results_path, paths)
+        figures += _plot_gradients(plt, data, results_path, paths)
+        figures += _plot_pictures(plt, data, results_path, paths)
+    return figures
+
+
+SCRIPT = "experiments/mnist_vae.py"
+
+
+def _plot_bound(plt, data, results_path, paths):
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
+    latent = data["settings"]["latent"]
+    published = published_curves(latent) if data["protocol"] == "kingma-welling" else {}
+    for split, style in (("train", ":"), ("test", "-")):
+        if split in published:
+            images, bound = published[split]
+            axes[0].plot(images, bound, color="0.55", alpha=0.6, linewidth=2.5, linestyle=style,
+                         label=f"Kingma & Welling 2014, Fig. 2, AEVB {split} (N_z = {latent})")
+    for label in data["labels"]:
+        run = data["runs"][label]
+        history = run["history"]
+        axes[0].plot(history["examples_seen"], history["test_bound"], label=_label(run),
+                     marker="o", markersize=2.5, **_style(run))
+        axes[1].plot(history["wall_seconds"], history["test_bound"], label=_label(run),
+                     marker="o", markersize=2.5, **_style(run))
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("training images seen (log scale)")
+    axes[1].set_xlabel("training time (s; evaluations excluded)")
+    for ax in axes:
+        ax.set_ylabel("test lower bound (ELBO), nats per image")
+    # Early bounds are hundreds of nats down; the interesting part is near the end.
+    finals = [data["runs"][n]["history"]["test_bound"][-1] for n in data["labels"]]
+    lows = [min(data["runs"][n]["history"]["test_bound"]) for n in data["labels"]]
+    top = max(finals + ([published["test"][1].max()] if "test" in published else []))
+    bottom = min(min(finals) - 10, max(min(lows), top - 150))
+    for ax in axes:
+        ax.set_ylim(bottom - 5, top + 10)
+    axes[0].set_title("(a) against training images seen (Kingma & Welling 2014, Fig. 2)",
+                      fontsize=10)
+    axes[1].set_title("(b) against training time", fontsize=10)
+    axes[0].legend(fontsize=7.5, loc="lower right")
+    fig.suptitle("MNIST VAE, each estimator for the same training images: test bound on "
+                 f"{data['eval_size']:,} test images "
+                 "(single-sample ELBO, estimator-independent)\n" + _scale_note(data), fontsize=9)
+    return save_figure(fig, paths, "mnist-vae-bound", results_path, SCRIPT)
+
+
+def _plot_gradients(plt, data, results_path, paths):
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8), constrained_layout=True)
+    reference = data["runs"][data["reference"]]
+    symbols = {"encoder": "λ", "decoder": "θ"}
+    keys = (("total_variance", "total_variance_se"), ("mean_snr", "mean_snr_se"))
+    for label in data["labels"]:
+        run = data["runs"][label]
+        sources = ((0, reference["probes"]), (2, run["probes"]))
+        for offset, probes in sources:
+            points = [(p["examples_seen"], p["stats"][label]) for p in probes
+                      if label in p["stats"]]
+            if not points:
+                continue
+            seen = np.maximum(np.asarray([p[0] for p in points], float), 1.0)
+            for row, group in enumerate(("encoder", "decoder")):
+                for col, (key, se) in enumerate(keys):
+                    axes[row, offset + col].errorbar(
+                        seen, [s[group][key] for _, s in points],
+                        yerr=[s[group][se] for _, s in points], marker="o", markersize=3.5,
+                        capsize=2, label=_label(run), **_style(run))
+    for row, group in enumerate(("encoder", "decoder")):
+        for offset in (0, 2):
+            axes[row, offset].set_ylabel(f"total variance, {group} ({symbols[group]}) gradient\n"
+                                         "(trace of covariance, ±1 s.e.)")
+            axes[row, offset + 1].set_ylabel(f"mean SNR, {group} ({symbols[group]}) gradient\n"
+                                             "(|mean| / sd per parameter, ±1 s.e.)")
+        for ax in axes[row]:
+            ax.set_yscale("log")
+            ax.set_xscale("symlog", linthresh=max(1, data["settings"]["batch_size"]))
+            ax.set_xlabel("training images seen when probed")
+    axes[0, 0].set_title(f"(a) every estimator on the parameters of the {data['reference']} run",
+                         fontsize=9)
+    axes[0, 2].set_title("(b) each estimator on the parameters of its own run", fontsize=9)
+    handles, labels = [], []
+    for ax in (axes[0, 0], axes[0, 2]):
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
+    fig.suptitle(f"gradient noise during training: {data['num_replicates']} independent "
+                 f"minibatch gradients on one fixed minibatch of {data['probe_batch']} training "
+                 f"images; {NVIL} appears in (b) only (its baseline is learned along its own run).\n"
+                 "In (a) the K = 1 ELBO estimators draw the same z, and given z their decoder "
+                 "gradients are the same, so those curves coincide"
+                 "\n" + _scale_note(data), fontsize=9)
+    return save_figure(fig, paths, "mnist-vae-gradients", results_path, SCRIPT)
+
+
+def _mosaic(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
+    """Images (N, 28, 28) as one array of rows of ``columns``, separated by white lines."""
+    rows = math.ceil(len(images) / columns)
+    out = np.full((rows * (28 + pad) + pad, columns * (28 + pad) + pad), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        out[pad + r * (28 + pad):pad + r * (28 + pad) + 28,
+            pad + c * (28 + pad):pad + c * (28 + pad) + 28] = image
+    return out
+
+
+def _show(ax, images, columns, title):
+    ax.imshow(255 - _mosaic(images, columns), cmap="gray", vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def _plot_pictures(plt, data, results_path, paths):
+    pics = data["pictures"]
+    reference = data["reference"]
+    note = _scale_note(data)
+    figures = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.2), constrained_layout=True,
+                             gridspec_kw={"width_ratios": [1, 1]})
+    _show(axes[0], decode_images(pics["prior_samples"]), 10,
+          "(a) decoder means of z ~ p(z) = N(0, I)")
+    inputs = decode_images(pics["reconstruction_inputs"])
+    outputs = decode_images(pics["reconstructions"])
+    half = len(inputs) // 2
+    rows = np.concatenate([inputs[:half], outputs[:half], inputs[half:], outputs[half:]])
+    _show(axes[1], rows, half, "(b) test digits (rows 1, 3) and their reconstructions\n"
+                               "(rows 2, 4: decoder mean at the encoder mean)")
+    fig.suptitle(f"samples and reconstructions of the model trained with {reference}\n{note}",
+                 fontsize=9)
+    figures += save_figure(fig, paths, "mnist-vae-samples", results_path, SCRIPT)
+
+    if "manifold" in data:
+        manifold = data["manifold"]
+        size = manifold["size"]
+        fig, ax = plt.subplots(figsize=(8, 8.4), constrained_layout=True)
+        _show(ax, decode_images(manifold["images"]), size, "")
+        axis = np.asarray(manifold["grid"])[:size, 0]
+        step = 28 + 1
+        ticks = [0, size // 2, size - 1]
+        ax.set_xticks([1 + step * i + 14 for i in ticks], [f"{axis[i]:.2f}" for i in ticks])
+        ax.set_yticks([1 + step * i + 14 for i in ticks], [f"{axis[::-1][i]:.2f}" for i in ticks])
+        ax.set_xlabel("z₁ = Φ⁻¹(u), u evenly spaced in (0, 1)")
+        ax.set_ylabel("z₂ = Φ⁻¹(u)")
+        fig.suptitle(f"learned MNIST manifold of a 2-D latent model (Kingma & Welling 2014, "
+                     f"Fig. 4): decoder means on a {size} x {size} grid through the inverse "
+                     f"Gaussian CDF; trained with {manifold['label']}; test bound "
+                     f"{manifold['test_elbo']:.1f} nats\n{note}", fontsize=8)
+        figures += save_figure(fig, paths, "mnist-vae-manifold", results_path, SCRIPT)
+
+    fig, ax = plt.subplots(figsize=(9, 6), constrained_layout=True)
+    pairs = pics["interpolation_pairs"]
+    _show(ax, decode_images(pics["interpolations"]), 10,
+          "each row: decoder means along the straight line between the encoder means of two test "
+          "digits\n(" + ", ".join(f"{a} → {b}" for a, b in pairs) + ")")
+    fig.suptitle(f"interpolation in the latent space of the model trained with {reference}\n{note}",
+                 fontsize=9)
+    figures += save_figure(fig, paths, "mnist-vae-interpolation", results_path, SCRIPT)
+
+    fig, ax = plt.subplots(figsize=(7, 9), constrained_layout=True)
+    steps = np.asarray(pics["arithmetic_steps"])
+    inputs = decode_images(pics["arithmetic_inputs"])
+    shifted = decode_images(pics["arithmetic"]).reshape(len(inputs), len(steps), 28, 28)
+    rows = np.concatenate([inputs[:, None], shifted], 1).reshape(-1, 28, 28)
+    _show(ax, rows, len(steps) + 1, "column 1: a thin test digit; columns 2-6: decoded z + a · d, "
+                                    "a = " + ", ".join(f"{s:g}" for s in steps))
+    groups = pics["arithmetic_groups"]
+    fig.suptitle("latent arithmetic (the seed's 'glasses' example, with digits):\nd = mean encoder "
+                 "mean of thick-stroke minus thin-stroke test digits (top and bottom quarter\nof "
+                 f"ink mass relative to the class median: {groups['thick']} and {groups['thin']} "
+                 f"images; |d| = {pics['direction_norm']:.2f}),\nadded to the encoder mean z of "
+                 f"thin digits; model trained with {reference}\n{note}", fontsize=8)
+    figures += save_figure(fig, paths, "mnist-vae-arithmetic", results_path, SCRIPT)
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# Key numbers and the results table: python -m experiments.mnist_vae [RESULTS.json ...]
+# --------------------------------------------------------------------------------------------
+
+
+def _command(entry: dict) -> str:
+    run = entry["estimator"] + (f":{entry['num_samples']}" if entry["num_samples"] > 1 else "")
+    extra = " --set protocol=burda" if entry["protocol"] == "burda" else \
+        f" --set latent={entry['latent']}"
+    out = f"runs/{entry['protocol']}-{run.replace(':', '-k')}-z{entry['latent']}"
+    return (f"python -m experiments mnist-vae --device cuda{extra} --set estimators={run} "
+            f"--set manifold_latent=0 --out {out}")
+
+
+def _rows(results: dict):
+    """(results, run record, protocol, latent) for every run of one results file."""
+    data = results["data"]
+    records = [data["runs"][label] for label in data["labels"]]
+    if "manifold" in data:
+        records.append(data["manifold"])
+    for record in records:
+        yield data, record
+
+
+def _matches(entry: dict, data: dict, record: dict) -> bool:
+    return (entry["protocol"] == data["protocol"] and entry["estimator"] == record["estimator"]
+            and entry["num_samples"] == record["num_samples"]
+            and entry["latent"] == record["latent"])
+
+
+def results_table(results) -> str:
+    """Our numbers beside the published ones, as Markdown; ``results``: one results dict or a list."""
+    files = results if isinstance(results, list) else [results]
+    lines = []
+    for results in files:
+        data, meta = results["data"], results["metadata"]
+        s = data["settings"]
+        k = data["likelihood_k"]
+        if data["quick"]:
+            scale = (f"**Scale: quick CPU run** ({data['train_size']:,} training images, "
+                     f"{s['epochs']} epochs, {data['test_size']:,} test images, L_k with "
+                     f"k = {k}). These numbers are **not comparable** with the published ones, "
+                     "which need the paper-scale run on a GPU (commands below).")
+        else:
+            scale = (f"**Scale: paper** ({data['train_size']:,} training images, {s['epochs']} "
+                     f"epochs, {data['test_size']:,} test images, L_k with k = {k}).")
+        lines += [f"Protocol {data['protocol']} ({s['architecture']} network, batch "
+                  f"{s['batch_size']}, {s['schedule']} learning rate); "
+                  f"device: {meta.get('device_name', meta.get('device'))}. {scale}", "",
+                  f"| run | latent | test ELBO | L_{k} | NLL = −L_{k} | active units | "
+                  "training images seen | training time | published |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for data_, record in _rows(results):
+            published = [e for e in PUBLISHED if _matches(e, data_, record)]
+            note = "; ".join(
+                f"{e['source']}: " + (f"NLL {e['value']:.2f}" if e["metric"] == "nll"
+                                      else f"test bound ≈ {e['value']:.1f}")
+                + (" (not comparable: quick scale)" if data_["quick"] else "")
+                for e in published) or "–"
+            lines.append(
+                f"| {record['label']} | {record['latent']} | {record['test_elbo']:.2f} | "
+                f"{record['log_likelihood']:.2f} ± {record['log_likelihood_se']:.2f} | "
+                f"{-record['log_likelihood']:.2f} | {record['active_units']} | "
+                f"{record['examples_seen']:,} | {record['wall_seconds']:.1f} s | {note} |")
+        lines.append("")
+    lines += ["Published numbers and the paper-scale command that reproduces each (one GPU run "
+              "each; results land in the --out folder):", "",
+              "| published | value | ours | command |", "|---|---|---|---|"]
+    for entry in PUBLISHED:
+        ours = []
+        for results in files:
+            for data, record in _rows(results):
+                if _matches(entry, data, record):
+                    value = (-record["log_likelihood"] if entry["metric"] == "nll"
+                             else record["test_elbo"])
+                    ours.append(f"{value:.2f}" + (" (quick scale)" if data["quick"] else ""))
+        metric = "test NLL (−L_5000)" if entry["metric"] == "nll" else "final test bound"
+        lines.append(f"| {entry['source']}, {metric} | {entry['value']:.2f} | "
+                     f"{', '.join(ours) or 'not run'} | `{_command(entry)}` |")
+    return "\n".join(lines)
+
+
+def summary(results: dict) -> str:
+    """The key numbers of saved results, then the results table."""
+    data = results["data"]
+    lines = [f"mnist-vae ({results['metadata']['wall_seconds']:.0f} s; {_scale_note(data)}): "
+             "final test bound, training time, encoder / decoder gradient variance and mean SNR "
+             "at the last probe on the parameters of its own run"]
+    for label in data["labels"]:
+        run = data["runs"][label]
+        parts = []
+        if run["probes"] and label in run["probes"][-1]["stats"]:
+            last = run["probes"][-1]["stats"][label]
+            parts = [f"{g} var {last[g]['total_variance']:.3g} SNR {last[g]['mean_snr']:.3f}"
+                     for g in ("encoder", "decoder")]
+        lines.append(f"  {label:24s} bound {run['history']['test_bound'][-1]:8.2f}  "
+                     f"{run['wall_seconds']:7.1f} s  " + " | ".join(parts))
+    return "\n".join(lines) + "\n\n" + results_table(results)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from .common import Paths, load_results
+
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.mnist_vae",
+        description="Print the key numbers and the results table (Markdown) of saved mnist-vae "
+                    "results; several files (paper-scale runs, one per published number) give "
+                    "one table.")
+    parser.add_argument("results", nargs="*", type=Path,
+                        help="results files (default: results/mnist-vae.json, else "
+                             "results/mnist-vae-quick.json)")
+    args = parser.parse_args(argv)
+    files = args.results or [next((p for p in (Paths().results_file(NAME),
+                                               Paths().results_file(NAME + "-quick"))
+                                   if p.exists()), Paths().results_file(NAME))]
+    loaded = [load_results(path) for path in files]
+    if len(loaded) == 1:
+        print(summary(loaded[0]))
+    else:
+        print(results_table(loaded))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
