@@ -239,3 +239,42 @@ def test_bad_input_says_what_to_do():
         next(ds.batches(11, torch.Generator()))
     with pytest.raises(ValueError, match="generator must be a torch.Generator"):
         next(ds.batches(2, 0))
+
+
+def test_download_checks_md5_and_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
+    # No network: urlopen serves files written here; the published sums are swapped for theirs.
+    source = tmp_path / "mirror"
+    source.mkdir()
+    write_split(source, "train", 5, gz=True)
+    write_split(source, "test", 3, gz=True, seed=1)
+    sums = {name: hashlib.md5(gzip.decompress((source / f"{name}.gz").read_bytes())).hexdigest()
+            for name in data.MD5}
+    served = []
+
+    class Response:
+        def __init__(self, url, timeout=None):
+            served.append(url)
+            self.payload = (source / url.rsplit("/", 1)[1]).read_bytes()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self):
+            return self.payload
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", Response)
+    monkeypatch.setattr(data, "MD5", {**sums, "t10k-labels-idx1-ubyte": "0" * 32})
+    target = tmp_path / "mnist"
+    with pytest.raises(MnistError, match=r"t10k-labels-idx1-ubyte\.gz .*MD5 mismatch.*by hand"):
+        data.download(target)
+    assert not (target / "t10k-labels-idx1-ubyte.gz").exists()
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no temporary files
+    monkeypatch.setattr(data, "MD5", sums)
+    served.clear()
+    assert data.download(target) == target
+    assert served == [data.MIRRORS[0] + "t10k-labels-idx1-ubyte.gz"]  # the others were kept
+    images, labels = load_mnist(target, "test")
+    assert images.shape == (3, 28, 28) and labels.shape == (3,)

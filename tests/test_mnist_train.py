@@ -287,12 +287,25 @@ def test_help(module):
     (["--likelihood", "gaussian"], "use binarization 'grey'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--resume"], "pass --checkpoint FILE"),
+    (["--device", "tpu"], "device 'tpu' is not a device name torch knows"),
 ])
 def test_bad_flags_give_one_line_errors(argv, message):
     with pytest.raises(SystemExit) as error:
         trainer.main(argv)
     text = str(error.value)
     assert text.startswith("error: ") and "\n" not in text and message in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--device", "tpu"], "device 'tpu' is not a device name torch knows"),
+    (["--fast"], "unrecognized arguments: --fast"),
+])
+def test_benchmark_bad_flags_give_one_line_errors(argv, message):
+    with pytest.raises(SystemExit) as error:
+        benchmark.main(argv)
+    text = str(error.value)
+    assert "\n" not in text and message in text
 
 
 def test_command_line_trains_from_idx_files_and_resumes(tmp_path, capsys):

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..common import _device_name, resolve_device
+from ..common import _device_name
 from .data import DeviceDataset, MnistError, load_mnist
-from .train import TrainConfig, train
+from .train import TrainConfig, _resolve_device, train
 
 __all__ = ["TutorialVAE", "tutorial_epochs", "trainer_epochs", "main"]
 
@@ -134,7 +134,10 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.train_size < 0:
         raise SystemExit("error: --epochs must be >= 1 and --train-size >= 0")
-    device = resolve_device(args.device)
+    try:
+        device = _resolve_device(args.device, world=1)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     try:
         images, _ = load_mnist(args.data_dir or None, "train")
     except MnistError as error:

@@ -202,7 +202,11 @@ def _distributed():
 def _resolve_device(name: str, world: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not a device name torch knows; use cpu, cuda, "
+                         "cuda:N or auto") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} asks for CUDA, but torch sees no CUDA device; "
