@@ -217,3 +217,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def summary_main(name: str, summary, argv=None) -> int:
+    """``python -m experiments.MODULE [RESULTS]``: print a study's key numbers from saved results."""
+    import argparse
+
+    default = Paths().results_file(name)
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name.replace('-', '_')}",
+                                     description=f"Print the key numbers of saved {name} results.")
+    parser.add_argument("results", nargs="?", type=Path, default=default,
+                        help=f"a results file written by the study (default: {default})")
+    results = parser.parse_args(argv).results
+    if not results.exists():
+        raise SystemExit(f"error: no results file {results}; run `python -m experiments {name}` first")
+    print(summary(load_results(results)))
+    return 0

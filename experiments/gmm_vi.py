@@ -845,10 +845,12 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def main(argv=None) -> int:
+    """Print the key numbers of saved results: ``python -m experiments.MODULE [RESULTS]``."""
+    from .common import summary_main
+
+    return summary_main(NAME, summary, argv)
+
+
 if __name__ == "__main__":
-    import sys
-
-    from .common import Paths, load_results
-
-    source = sys.argv[1] if len(sys.argv) > 1 else Paths().results_file(NAME)
-    print(summary(load_results(source)))
+    raise SystemExit(main())

@@ -874,18 +874,10 @@ def summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    """Print the key numbers of saved results: ``python -m experiments.seed_ideas [RESULTS]``."""
-    import argparse
+    """Print the key numbers of saved results: ``python -m experiments.MODULE [RESULTS]``."""
+    from .common import summary_main
 
-    from .common import Paths, load_results
-
-    default = Paths().results_file(NAME)
-    parser = argparse.ArgumentParser(prog="python -m experiments.seed_ideas",
-                                     description=f"Print the key numbers of saved {NAME} results.")
-    parser.add_argument("results", nargs="?", default=default,
-                        help=f"a results file written by the study (default: {default})")
-    print(summary(load_results(parser.parse_args(argv).results)))
-    return 0
+    return summary_main(NAME, summary, argv)
 
 
 if __name__ == "__main__":
