@@ -607,7 +607,7 @@ def _plot_gradients(plt, data, results_path, paths):
                                              "(|mean| / sd per parameter, ±1 s.e.)")
         for ax in axes[row]:
             ax.set_yscale("log")
-            ax.set_xscale("symlog", linthresh=max(1, data["settings"]["batch_size"]))
+            ax.set_xscale("log")  # the trainer's first evaluation follows its first steps
             ax.set_xlabel("training images seen when probed")
     axes[0, 0].set_title(f"(a) every estimator on the parameters of the {data['reference']} run",
                          fontsize=9)
