@@ -191,6 +191,14 @@ def validate(config: Config) -> None:
             raise SystemExit(f"error: mnist-vae: {message}")
 
 
+def training_device(name: str) -> str:
+    """The device as "cuda:N" rather than "cuda": the trainer's RNG forking needs an index."""
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
+
+
 def train_config(config: Config, label: str, latent: int | None = None):
     """The trainer's config of one run of the study."""
     from .mnist.train import TrainConfig
@@ -204,7 +212,7 @@ def train_config(config: Config, label: str, latent: int | None = None):
         schedule=chosen["schedule"], epochs=chosen["epochs"], max_examples=config.max_examples,
         train_size=config.train_size,
         binarization="grey" if config.likelihood == "gaussian" else config.binarization,
-        seed=config.seed, device=str(resolve_device(config.device)), dtype=config.dtype,
+        seed=config.seed, device=training_device(config.device), dtype=config.dtype,
         data_dir=config.data_dir, eval_every=config.eval_every, eval_size=config.eval_size,
         compile=config.compile)
 
@@ -433,7 +441,7 @@ def load_data(config: Config) -> dict:
         train_uint8 = train_uint8[:config.train_size]
     if config.test_size:
         test_uint8, test_labels = test_uint8[:config.test_size], test_labels[:config.test_size]
-    device = str(resolve_device(config.device))
+    device = training_device(config.device)
     dtype = getattr(torch, config.dtype)
     binarization = "grey" if config.likelihood == "gaussian" else config.binarization
     train_set = DeviceDataset(train_uint8, binarization, device, dtype, seed=config.seed)
@@ -503,11 +511,29 @@ def published_curves(latent: int) -> dict:
     return {split: tuple(np.asarray(v).T) for split, v in curves.items()}
 
 
-def _scale_note(data: dict) -> str:
+def scale_of(results: dict) -> dict:
+    """Whether saved results are at the paper's scale: every training image and epoch of the
+    protocol, no cap on images, all 10,000 test images and L_5000. Else "quick" or "reduced"."""
+    data = results["data"]
+    config = results.get("metadata", {}).get("config", {})
     s = data["settings"]
-    where = ("quick CPU run, not paper scale" if data["quick"] else "paper-scale run")
-    return (f"{where}: {data['protocol']} protocol, {data['train_size']:,} training images, "
+    seen = max(data["runs"][label]["examples_seen"] for label in data["labels"])
+    full = (60_000 // s["batch_size"]) * s["batch_size"] * PROTOCOLS[data["protocol"]]["epochs"]
+    paper = (not data["quick"] and data["train_size"] == 60_000 and seen >= full
+             and data["test_size"] == 10_000 and data["likelihood_k"] >= 5000)
+    kind = "quick" if data["quick"] else "paper" if paper else "reduced"
+    where = {"quick": "quick CPU run, not paper scale",
+             "reduced": f"reduced-scale run ({seen:,} training images seen of the protocol's "
+                        f"{full:,}), not paper scale",
+             "paper": "paper-scale run"}[kind]
+    note = (f"{where}: {data['protocol']} protocol, {data['train_size']:,} training images, "
             f"{s['architecture']} network, latent {s['latent']}, batch {s['batch_size']}")
+    return {"kind": kind, "seen": seen, "full": full, "note": note,
+            "device": results.get("metadata", {}).get("device_name", "?"), "config": config}
+
+
+def _scale_note(data: dict) -> str:
+    return data["scale_note"]
 
 
 def _label(run: dict) -> str:
@@ -530,7 +556,7 @@ def plot(results: dict, results_path, paths) -> list:
 
     from .style import rc_context
 
-    data = results["data"]
+    data = dict(results["data"], scale_note=scale_of(results)["note"])
     with rc_context():
         figures = _plot_bound(plt, data, results_path, paths)
         figures += _plot_gradients(plt, data, results_path, paths)
@@ -750,17 +776,24 @@ def results_table(results) -> str:
         data, meta = results["data"], results["metadata"]
         s = data["settings"]
         k = data["likelihood_k"]
-        if data["quick"]:
-            scale = (f"**Scale: quick CPU run** ({data['train_size']:,} training images, "
-                     f"{s['epochs']} epochs, {data['test_size']:,} test images, L_k with "
-                     f"k = {k}). These numbers are **not comparable** with the published ones, "
-                     "which need the paper-scale run on a GPU (commands below).")
+        scale = scale_of(results)
+        if scale["kind"] == "quick":
+            what = (f"**Scale: quick CPU run** ({data['train_size']:,} training images, "
+                    f"{s['epochs']} epochs, {data['test_size']:,} test images, L_k with "
+                    f"k = {k}). These numbers are **not comparable** with the published ones, "
+                    "which need the paper-scale run on a GPU (commands below).")
+        elif scale["kind"] == "reduced":
+            what = (f"**Scale: reduced** ({scale['seen']:,} training images seen of the "
+                    f"protocol's {scale['full']:,}; {data['train_size']:,} training images, "
+                    f"{data['test_size']:,} test images, L_k with k = {k}). These numbers are "
+                    "**not comparable** with the published ones, which need the paper-scale "
+                    "run (commands below).")
         else:
-            scale = (f"**Scale: paper** ({data['train_size']:,} training images, {s['epochs']} "
-                     f"epochs, {data['test_size']:,} test images, L_k with k = {k}).")
+            what = (f"**Scale: paper** ({scale['seen']:,} training images seen, "
+                    f"{data['test_size']:,} test images, L_k with k = {k}).")
         lines += [f"Protocol {data['protocol']} ({s['architecture']} network, batch "
                   f"{s['batch_size']}, {s['schedule']} learning rate); "
-                  f"device: {meta.get('device_name', meta.get('device'))}. {scale}", "",
+                  f"device: {meta.get('device_name', meta.get('device'))}. {what}", "",
                   f"| run | latent | test ELBO | L_{k} | NLL = −L_{k} | active units | "
                   "training images seen | training time | published |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -769,7 +802,7 @@ def results_table(results) -> str:
             note = "; ".join(
                 f"{e['source']}: " + (f"NLL {e['value']:.2f}" if e["metric"] == "nll"
                                       else f"test bound ≈ {e['value']:.1f}")
-                + (" (not comparable: quick scale)" if data_["quick"] else "")
+                + ("" if scale["kind"] == "paper" else f" (not comparable: {scale['kind']} scale)")
                 for e in published) or "–"
             lines.append(
                 f"| {record['label']} | {record['latent']} | {record['test_elbo']:.2f} | "
@@ -787,7 +820,8 @@ def results_table(results) -> str:
                 if _matches(entry, data, record):
                     value = (-record["log_likelihood"] if entry["metric"] == "nll"
                              else record["test_elbo"])
-                    ours.append(f"{value:.2f}" + (" (quick scale)" if data["quick"] else ""))
+                    kind = scale_of(results)["kind"]
+                    ours.append(f"{value:.2f}" + ("" if kind == "paper" else f" ({kind} scale)"))
         metric = "test NLL (−L_5000)" if entry["metric"] == "nll" else "final test bound"
         lines.append(f"| {entry['source']}, {metric} | {entry['value']:.2f} | "
                      f"{', '.join(ours) or 'not run'} | `{_command(entry)}` |")
@@ -797,7 +831,7 @@ def results_table(results) -> str:
 def summary(results: dict) -> str:
     """The key numbers of saved results, then the results table."""
     data = results["data"]
-    lines = [f"mnist-vae ({results['metadata']['wall_seconds']:.0f} s; {_scale_note(data)}): "
+    lines = [f"mnist-vae ({results['metadata']['wall_seconds']:.0f} s; {scale_of(results)['note']}): "
              "final test bound, training time, encoder / decoder gradient variance and mean SNR "
              "at the last probe on the parameters of its own run"]
     for label in data["labels"]:

@@ -153,10 +153,17 @@ def test_results_table_has_every_published_number_and_states_the_scale(tmp_path,
     assert "L_4" in table
     # The summary printed by `python -m experiments.mnist_vae FILE` ends with the table.
     assert mnist_vae.summary(results).endswith(table)
-    # The same numbers at paper scale are not flagged as incomparable.
-    results["data"]["quick"] = False
+    # Not quick but short of the protocol's images: reduced scale, still not comparable.
+    data = results["data"]
+    data["quick"] = False
+    reduced = mnist_vae.results_table(results)
+    assert "Scale: reduced" in reduced and "not comparable" in reduced
+    # Only the protocol's whole budget (all images, epochs, test set, L_5000) is paper scale.
+    data.update(train_size=60_000, test_size=10_000, likelihood_k=5000)
+    data["runs"]["pathwise_analytic_kl"]["examples_seen"] = 1667 * 60_000
     paper = mnist_vae.results_table(results)
     assert "Scale: paper" in paper and "not comparable" not in paper
+    assert mnist_vae.scale_of(results)["kind"] == "paper"
 
 
 def _per_image_elbos(vae, images, num_samples, seed):
@@ -200,9 +207,11 @@ def test_cpu_protocol_trains_uphill_and_records_the_test_bound_it_claims(mnist):
     assert paired_z(before, _per_image_elbos(early.vae, test, 8, seed=7).mean(0)) < Z
 
     history = late.history
-    # Deterministic: the trainer evaluates under torch.manual_seed(seed).
+    # The same draws: the trainer evaluates under torch.manual_seed(seed). Only the order of
+    # float32 sums may differ (thread count), far below the estimate's noise (~1e-3 relative).
     torch.manual_seed(config.seed)
-    assert evaluate.test_elbo(late.vae, test) == history["test_bound"][-1]
+    assert math.isclose(evaluate.test_elbo(late.vae, test), history["test_bound"][-1],
+                        rel_tol=1e-5)
     # Statistical: against an independent estimate with other draws and many samples.
     samples = _per_image_elbos(late.vae, test, 16, seed=8)
     spread = samples.var(0).mean().item()  # the mean per-image variance of one sample
