@@ -191,14 +191,6 @@ def validate(config: Config) -> None:
             raise SystemExit(f"error: mnist-vae: {message}")
 
 
-def training_device(name: str) -> str:
-    """The device as "cuda:N" rather than "cuda": the trainer's RNG forking needs an index."""
-    device = resolve_device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return str(device)
-
-
 def train_config(config: Config, label: str, latent: int | None = None):
     """The trainer's config of one run of the study."""
     from .mnist.train import TrainConfig
@@ -212,7 +204,7 @@ def train_config(config: Config, label: str, latent: int | None = None):
         schedule=chosen["schedule"], epochs=chosen["epochs"], max_examples=config.max_examples,
         train_size=config.train_size,
         binarization="grey" if config.likelihood == "gaussian" else config.binarization,
-        seed=config.seed, device=training_device(config.device), dtype=config.dtype,
+        seed=config.seed, device=config.device, dtype=config.dtype,
         data_dir=config.data_dir, eval_every=config.eval_every, eval_size=config.eval_size,
         compile=config.compile)
 
@@ -441,7 +433,7 @@ def load_data(config: Config) -> dict:
         train_uint8 = train_uint8[:config.train_size]
     if config.test_size:
         test_uint8, test_labels = test_uint8[:config.test_size], test_labels[:config.test_size]
-    device = training_device(config.device)
+    device = str(resolve_device(config.device))
     dtype = getattr(torch, config.dtype)
     binarization = "grey" if config.likelihood == "gaussian" else config.binarization
     train_set = DeviceDataset(train_uint8, binarization, device, dtype, seed=config.seed)

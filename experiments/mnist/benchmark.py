@@ -102,14 +102,14 @@ def tutorial_epochs(images: torch.Tensor, device: torch.device, epochs: int,
 
 
 def trainer_epochs(images_uint8: torch.Tensor, device: torch.device, epochs: int,
-                   seed: int = 0) -> float:
+                   seed: int = 0, compile: bool = False) -> float:
     """Seconds per epoch of :func:`experiments.mnist.train.train`, evaluations excluded."""
     data = DeviceDataset(images_uint8, "grey", device, torch.float32, seed)
     test_images = data.evaluation_images()[:100]
     config = TrainConfig(architecture="tutorial", latent=20, estimator="pathwise_analytic_kl",
                          batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE, epochs=epochs,
                          binarization="grey", seed=seed, device=str(device), dtype="float32",
-                         eval_size=100)
+                         eval_size=100, compile=compile)
     train(config.replace(max_examples=WARMUP_STEPS * BATCH_SIZE), train_data=data,
           test_images=test_images)
     history = train(config, train_data=data, test_images=test_images).history
@@ -131,6 +131,8 @@ def main(argv=None) -> dict:
                         help="the first N training images (default 0: all 60,000)")
     parser.add_argument("--data-dir", default="",
                         help="folder of the MNIST files (default: $MNIST_DIR or the usual places)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the trainer's step (CUDA only; the warm-up absorbs it)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.train_size < 0:
         raise SystemExit("error: --epochs must be >= 1 and --train-size >= 0")
@@ -149,15 +151,16 @@ def main(argv=None) -> dict:
     grey = images.reshape(len(images), -1).to(torch.float32) / 255
     name = _device_name(str(device))
     print(f"device: {device} ({name}); {len(images)} images, {args.epochs} epoch(s), "
-          f"batch {BATCH_SIZE}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"batch {BATCH_SIZE}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+          + (", trainer compiled" if args.compile else ""))
     # Measured in the order tutorial, trainer, trainer, tutorial and averaged, so that a load
     # that rises or falls steadily on a shared machine affects both alike.
     first = tutorial_epochs(grey, device, args.epochs)
-    ours = (trainer_epochs(images, device, args.epochs)
-            + trainer_epochs(images, device, args.epochs)) / 2
+    ours = (trainer_epochs(images, device, args.epochs, compile=args.compile)
+            + trainer_epochs(images, device, args.epochs, compile=args.compile)) / 2
     tutorial = (first + tutorial_epochs(grey, device, args.epochs)) / 2
     numbers = {"device": str(device), "device_name": name, "train_size": len(images),
-               "epochs": args.epochs, "trainer_seconds": ours, "tutorial_seconds": tutorial,
+               "epochs": args.epochs, "compile": args.compile, "trainer_seconds": ours, "tutorial_seconds": tutorial,
                "ratio": tutorial / ours}
     print(f"trainer:  {ours:.3f} s per epoch")
     print(f"tutorial: {tutorial:.3f} s per epoch")

@@ -141,14 +141,28 @@ class TrainState:
 
 
 class NvilBaseline(nn.Module):
-    """NVIL's input-dependent baseline b(x): 784-100-1, tanh (Mnih & Gregor 2014)."""
+    """NVIL's baseline (Mnih & Gregor 2014): a running mean c of the bound plus b(x), 784-100-1 tanh.
 
-    def __init__(self, data_dim: int = 784, hidden: int = 100):
+    The network learns only the input-dependent residual around c, as in the paper; without c it
+    would have to climb from 0 to a bound of minus a few hundred nats at Adam's pace first.
+    """
+
+    def __init__(self, data_dim: int = 784, hidden: int = 100, decay: float = 0.9):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(data_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.decay = decay
+        self.register_buffer("centre", torch.zeros(()))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        return self.centre + self.net(x).squeeze(-1)
+
+    @torch.no_grad()
+    def update(self, bound: torch.Tensor) -> None:
+        """Move c towards the minibatch's mean bound (on the device: no host sync)."""
+        weight = torch.where(self.updates > 0, self.decay, 0.0).to(self.centre.dtype)
+        self.centre.copy_(weight * self.centre + (1 - weight) * bound.to(self.centre.dtype))
+        self.updates += 1
 
 
 class _Objective(nn.Module):
@@ -213,6 +227,8 @@ def _resolve_device(name: str, world: int) -> torch.device:
                              "use device 'cpu'")
         if world > 1:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        elif device.index is None:  # "cuda": the current device, by index (fork_rng needs one)
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
 
@@ -481,6 +497,12 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                 optimizer.step()
                 if nvil_optimizer is not None:
                     nvil_optimizer.step()
+                    signal = bound
+                    if world > 1:  # every rank's c follows the bound of the whole minibatch
+                        signal = bound.clone()
+                        torch.distributed.all_reduce(signal)
+                        signal /= world
+                    nvil.update(signal)
                 step += 1
                 counter += 1
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), counter,
