@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch.distributions import kl_divergence
 
 from .base import ElboEstimate, EstimatorError, attach_gradient, check_inputs, check_log_joint

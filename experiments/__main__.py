@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from . import available_studies
-from .common import ROOT, Paths, load_results, metadata, save_results, seed_everything
+from .common import (ROOT, Paths, describe_fields, load_results, metadata, save_results,
+                     seed_everything)
 
 
 def _parse_value(field: dataclasses.Field, text: str):
@@ -114,7 +115,8 @@ def main(argv=None) -> int:
         config_doc = (module.Config.__doc__ or "").strip()
         p = sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY + (
             "\n\n" + config_doc if config_doc else ""),
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=describe_fields(module.Config))
         _add_common(p)
         if hasattr(module, "add_arguments"):
             module.add_arguments(p)

@@ -9,9 +9,11 @@ metadata atomically; ``plot`` reads only what ``run`` saved, so figures can be r
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -233,3 +235,13 @@ def summary_main(name: str, summary, argv=None) -> int:
         raise SystemExit(f"error: no results file {results}; run `python -m experiments {name}` first")
     print(summary(load_results(results)))
     return 0
+
+
+def describe_fields(config_class) -> str:
+    """The fields of a Config with their defaults and comments, read from its source, for --help."""
+    rows = []
+    for match in re.finditer(r"^    (\w+): [\w\[\], ]+ = (.+?)(?:  # (.*))?$",
+                             inspect.getsource(config_class), re.M):
+        name, default, comment = match.groups()
+        rows.append(f"  {name} = {default}" + (f"\n      {comment}" if comment else ""))
+    return "config fields (--set FIELD=VALUE; tuples as comma-separated lists):\n" + "\n".join(rows)

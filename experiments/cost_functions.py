@@ -39,9 +39,7 @@ against the textbook formulas.)
 
 from __future__ import annotations
 
-import inspect
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -126,20 +124,6 @@ class Config(StudyConfig):
 
     def k_range(self, family: str) -> tuple:
         return getattr(self, f"{family}_range")
-
-
-def describe_fields(config_class) -> str:
-    """The fields of a Config with their defaults and comments, read from its source, for --help."""
-    rows = []
-    for match in re.finditer(r"^    (\w+): [\w\[\], ]+ = (.+?)(?:  # (.*))?$",
-                             inspect.getsource(config_class), re.M):
-        name, default, comment = match.groups()
-        rows.append(f"  {name} = {default}" + (f"\n      {comment}" if comment else ""))
-    return "config fields (--set FIELD=VALUE; tuples as comma-separated lists):\n" + "\n".join(rows)
-
-
-def add_arguments(parser) -> None:
-    parser.epilog = describe_fields(Config)
 
 
 def k_grid(config: Config, family: str, count: int) -> np.ndarray:

@@ -73,12 +73,6 @@ class Config(StudyConfig):
                    latent_points=500)
 
 
-def add_arguments(parser) -> None:
-    from .gmm_vi import describe_fields
-
-    parser.epilog = describe_fields(Config)
-
-
 def all_names() -> list[str]:
     return [*ESTIMATORS, NVIL]
 

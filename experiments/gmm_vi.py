@@ -29,9 +29,7 @@ independent gradient estimates in one vectorised pass, with standard errors.
 
 from __future__ import annotations
 
-import inspect
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,20 +94,6 @@ class Config(StudyConfig):
                    reference_replicates=8000, scale_grid=(0.03, 0.3, 3.0),
                    dim_grid=(1, 10, 100), fit_steps=150, fit_runs=4, fit_eval_every=15,
                    temperatures=(0.1, 0.5, 2.0))
-
-
-def describe_fields(config_class) -> str:
-    """The fields of a Config with their defaults and comments, read from its source, for --help."""
-    rows = []
-    for match in re.finditer(r"^    (\w+): [\w\[\], ]+ = (.+?)(?:  # (.*))?$",
-                             inspect.getsource(config_class), re.M):
-        name, default, comment = match.groups()
-        rows.append(f"  {name} = {default}" + (f"\n      {comment}" if comment else ""))
-    return "config fields (--set FIELD=VALUE; tuples as comma-separated lists):\n" + "\n".join(rows)
-
-
-def add_arguments(parser) -> None:
-    parser.epilog = describe_fields(Config)
 
 
 # --------------------------------------------------------------------------------------------

@@ -110,12 +110,6 @@ class Config(StudyConfig):
                    probe_batch=50, num_replicates=32, replicate_chunk=32, cpu_threads=1)
 
 
-def add_arguments(parser) -> None:
-    from .gmm_vi import describe_fields
-
-    parser.epilog = describe_fields(Config)
-
-
 # --------------------------------------------------------------------------------------------
 # Runs, settings and checks
 # --------------------------------------------------------------------------------------------

@@ -24,9 +24,7 @@
 
 from __future__ import annotations
 
-import inspect
 import math
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -119,20 +117,6 @@ class Config(StudyConfig):
             problems.append(f"bit_seeds must be >= 1, got {self.bit_seeds}")
         if problems:
             raise SystemExit("error: seed-ideas: " + "; ".join(problems))
-
-
-def describe_fields(config_class) -> str:
-    """The fields of a Config with their defaults and comments, read from its source, for --help."""
-    rows = []
-    for match in re.finditer(r"^    (\w+): [\w\[\], ]+ = (.+?)(?:  # (.*))?$",
-                             inspect.getsource(config_class), re.M):
-        name, default, comment = match.groups()
-        rows.append(f"  {name} = {default}" + (f"\n      {comment}" if comment else ""))
-    return "config fields (--set FIELD=VALUE; tuples as comma-separated lists):\n" + "\n".join(rows)
-
-
-def add_arguments(parser) -> None:
-    parser.epilog = describe_fields(Config)
 
 
 # --------------------------------------------------------------------------------------------
