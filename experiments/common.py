@@ -192,7 +192,13 @@ def load_results(path: Path) -> dict:
 
 
 def save_figure(fig, paths: Paths, name: str, results_path: Path, script: str) -> list[Path]:
-    """Save ``fig`` as PNG and PDF under figures/, with a footnote naming what produced it."""
+    """Save ``fig`` as PNG and PDF under figures/, with a footnote naming what produced it.
+
+    Figures drawn from quick-scale results get a ``-quick`` suffix, so a quick run never
+    overwrites the figures of a full one.
+    """
+    if Path(results_path).stem.endswith("-quick"):
+        name += "-quick"
     try:
         source = Path(results_path).resolve().relative_to(paths.root.resolve())
     except ValueError:

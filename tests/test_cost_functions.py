@@ -280,7 +280,7 @@ def test_end_to_end_writes_results_and_figures(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == text
     for family in cf.COSTS:
         for suffix in ("png", "pdf"):
-            assert (tmp_path / "figures" / f"cost-functions-{family}.{suffix}").stat().st_size > 0
+            assert (tmp_path / "figures" / f"cost-functions-{family}-quick.{suffix}").stat().st_size > 0
 
 
 def test_help_lists_the_config_fields(capsys):

@@ -123,10 +123,10 @@ def test_end_to_end_every_estimator_writes_results_and_figures_then_redraws(tmp_
     assert set(runs) == set(ESTIMATORS) | {gmm_vae.NVIL}
     for name in ("training", "gradients", "density", "latent"):
         for suffix in ("png", "pdf"):
-            assert (tmp_path / "figures" / f"gmm-vae-{name}.{suffix}").stat().st_size > 0
-    (tmp_path / "figures" / "gmm-vae-density.png").unlink()
+            assert (tmp_path / "figures" / f"gmm-vae-{name}-quick.{suffix}").stat().st_size > 0
+    (tmp_path / "figures" / "gmm-vae-density-quick.png").unlink()
     assert main(["figures", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "figures" / "gmm-vae-density.png").exists()
+    assert (tmp_path / "figures" / "gmm-vae-density-quick.png").exists()
 
 
 def test_unknown_estimator_fails_with_one_line_naming_it(tmp_path):

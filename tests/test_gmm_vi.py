@@ -208,10 +208,10 @@ def test_end_to_end_writes_results_and_figures_then_redraws(tmp_path):
     names = ["samples", "scale", "dimension", "fit", "discrete"]
     for name in names:
         for suffix in ("png", "pdf"):
-            assert (tmp_path / "figures" / f"gmm-vi-{name}.{suffix}").stat().st_size > 0
-    (tmp_path / "figures" / "gmm-vi-fit.png").unlink()
+            assert (tmp_path / "figures" / f"gmm-vi-{name}-quick.{suffix}").stat().st_size > 0
+    (tmp_path / "figures" / "gmm-vi-fit-quick.png").unlink()
     assert main(["figures", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "figures" / "gmm-vi-fit.png").exists()
+    assert (tmp_path / "figures" / "gmm-vi-fit-quick.png").exists()
 
 
 def test_bad_config_fails_with_one_line_naming_the_field(tmp_path):

@@ -125,11 +125,11 @@ def test_end_to_end_every_series_every_figure_the_table_and_a_redraw(tmp_path, m
     assert data["manifold"]["latent"] == 2
     # plot() draws every figure from the saved results alone; `figures` redraws them.
     names = ["bound", "gradients", "samples", "manifold", "interpolation", "arithmetic"]
-    (tmp_path / "figures" / "mnist-vae-manifold.png").unlink()
+    (tmp_path / "figures" / "mnist-vae-manifold-quick.png").unlink()
     assert main(["figures", "--out", str(tmp_path)]) == 0
     for name in names:
         for suffix in ("png", "pdf"):
-            assert (tmp_path / "figures" / f"mnist-vae-{name}.{suffix}").stat().st_size > 0
+            assert (tmp_path / "figures" / f"mnist-vae-{name}-quick.{suffix}").stat().st_size > 0
     # A second run resumes every training run from its finished checkpoint: the same numbers.
     assert main(["mnist-vae", "--quick", "--out", str(tmp_path), *TINY]) == 0
     again = json.loads(path.read_text())["data"]

@@ -257,7 +257,7 @@ def test_end_to_end_writes_results_and_figures_then_summarises(tmp_path, capsys)
     assert capsys.readouterr().out.strip() == text
     for name in ("ml-kl", "elbo-gap", "autoencoders", "single-bit"):
         for suffix in ("png", "pdf"):
-            assert (tmp_path / "figures" / f"seed-ideas-{name}.{suffix}").stat().st_size > 0
+            assert (tmp_path / "figures" / f"seed-ideas-{name}-quick.{suffix}").stat().st_size > 0
 
 
 def test_help_lists_the_config_fields(capsys):
