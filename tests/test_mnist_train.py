@@ -331,3 +331,160 @@ def test_benchmark_runs_at_tiny_scale(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ratio" in printed and numbers["device_name"] in printed
     assert numbers["ratio"] == pytest.approx(numbers["tutorial_seconds"] / numbers["trainer_seconds"])
+
+
+# ------------------------------------------------------------------------------------------------
+# --capture: the whole step as one CUDA graph (exercised here on the CPU with a stand-in graph)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_capture_falls_back_on_the_cpu_with_a_note_and_changes_nothing(data, capsys):
+    config = SMALL.replace(estimator=evaluate.NVIL, max_examples=100, eval_size=20)
+    plain, captured = _run(config, data), _run(config.replace(capture=True), data)
+    err = capsys.readouterr().err
+    assert "capture: skipped (CUDA graphs need a CUDA device, this run is on cpu); running " \
+           "eagerly" in err
+    assert captured.mode == plain.mode == "eager"
+    for a, b in zip([*plain.vae.parameters(), *plain.baseline.parameters()],
+                    [*captured.vae.parameters(), *captured.baseline.parameters()]):
+        assert torch.equal(a, b)
+    assert plain.history["train_bound"] == captured.history["train_bound"]
+
+
+def test_capture_is_refused_where_a_replay_would_be_wrong():
+    cuda = torch.device("cuda")
+    assert trainer._capture_blocker(SMALL, cuda, world=1) is None
+    assert trainer._capture_blocker(SMALL.replace(estimator=evaluate.NVIL), cuda, 1) is None
+    assert "moving average in Python" in trainer._capture_blocker(
+        SMALL.replace(estimator="score_function_ema"), cuda, 1)
+    assert "DistributedDataParallel" in trainer._capture_blocker(SMALL, cuda, world=2)
+    assert "need a CUDA device" in trainer._capture_blocker(SMALL, torch.device("cpu"), 1)
+
+
+class _ReplayingGraph:
+    """A CPU stand-in for a captured CUDA graph: each replay runs the step again on the static
+    input and writes its results into the same output tensors, as a graph's replay does."""
+
+    def __init__(self, captured):
+        self.captured = captured
+        self.outputs = tuple(torch.empty((), dtype=captured.static_x.dtype) for _ in range(2))
+
+    def replay(self):
+        fresh = self.captured.step(self.captured.static_x)
+        for out, value in zip(self.outputs, fresh):
+            out.copy_(value.detach())
+
+
+@pytest.fixture
+def cpu_capture(monkeypatch):
+    """Run the capture path on the CPU: no streams, the stand-in graph, Adam without capturable
+    (which needs CUDA) but with the learning-rate tensor that the schedule fills."""
+    monkeypatch.setattr(trainer, "_capture_blocker", lambda *args: None)
+    monkeypatch.setattr(trainer._CapturedStep, "_run_aside",
+                        lambda self: self.step(self.static_x))
+
+    def capture(self):
+        graph = _ReplayingGraph(self)
+        return graph, graph.outputs
+
+    monkeypatch.setattr(trainer._CapturedStep, "_capture", capture)
+    adam = torch.optim.Adam
+
+    def cpu_adam(params, capturable=False, **options):
+        assert capturable == torch.is_tensor(options["lr"])  # the capture's Adam, and only it
+        return adam(params, **options)
+
+    monkeypatch.setattr(torch.optim, "Adam", cpu_adam)
+    calls = []
+    original_call = trainer._CapturedStep.__call__
+    monkeypatch.setattr(trainer._CapturedStep, "__call__",
+                        lambda self, x: calls.append(self.graph is None) or original_call(self, x))
+    return calls
+
+
+# Two epochs of the iwae schedule: the learning rate drops after the first.
+SCHEDULED = SMALL.replace(estimator=evaluate.NVIL, schedule="iwae", epochs=2, eval_every=100)
+
+
+def _assert_same_training(eager, captured):
+    """Equal histories and parameters, up to the float32 learning-rate tensor of the capture."""
+    for key in ("step", "learning_rate", "epoch"):
+        assert eager.history[key] == captured.history[key], key
+    assert eager.history["learning_rate"][0] > eager.history["learning_rate"][-1]
+    np.testing.assert_allclose(eager.history["train_bound"], captured.history["train_bound"],
+                               rtol=1e-6)
+    for a, b in zip([*eager.vae.parameters(), *eager.baseline.parameters()],
+                    [*captured.vae.parameters(), *captured.baseline.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_the_capture_path_trains_as_the_eager_one(data, cpu_capture):
+    eager = _run(SCHEDULED, data)
+    captured = _run(SCHEDULED.replace(capture=True), data)
+    # three warm-up steps, the capture, then replays only: one graph for both schedule stages
+    assert cpu_capture == [True] * 4 + [False] * 8
+    assert captured.mode == "captured"
+    _assert_same_training(eager, captured)
+
+
+def test_a_capture_that_replays_a_stale_minibatch_fails_the_same_check(data, cpu_capture,
+                                                                         monkeypatch):
+    # The negative test of the one above: the minibatch is not copied into the static buffer.
+    original_call = trainer._CapturedStep.__call__
+
+    def stale(self, x):
+        return original_call(self, x if self.graph is None else self.static_x)
+
+    monkeypatch.setattr(trainer._CapturedStep, "__call__", stale)
+    eager = _run(SCHEDULED, data)
+    captured = _run(SCHEDULED.replace(capture=True), data)
+    with pytest.raises(AssertionError):
+        _assert_same_training(eager, captured)
+
+
+def test_a_captured_run_resumes_bit_for_bit_and_records_capture(tmp_path, data, cpu_capture):
+    config = SCHEDULED.replace(capture=True, checkpoint_every=4)
+    whole = _run(config.replace(checkpoint=str(tmp_path / "whole.pt")), data)
+
+    def interrupt(state):
+        if state.step >= 8:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "cut.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _run(config.replace(checkpoint=str(path)), data, callback=interrupt)
+    saved = torch.load(path, weights_only=True)
+    assert saved["step"] == 4 and saved["config"]["capture"] is True
+    assert saved["mode"] == "captured"
+    resumed = _run(config.replace(checkpoint=str(path)), data, resume=True)
+    assert resumed.mode == "captured"
+    for a, b in zip([*whole.vae.parameters(), *whole.baseline.parameters()],
+                    [*resumed.vae.parameters(), *resumed.baseline.parameters()]):
+        assert torch.equal(a, b)
+    assert whole.history == {**resumed.history, "wall_seconds": whole.history["wall_seconds"]}
+    with pytest.raises(ValueError, match=r"other settings \(capture\); resume with the same"):
+        _run(config.replace(checkpoint=str(path), capture=False), data, resume=True)
+
+
+def test_a_capture_that_fails_falls_back_to_eager_with_a_note(data, cpu_capture, monkeypatch,
+                                                              capsys):
+    def broken(self):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+    monkeypatch.setattr(trainer._CapturedStep, "_capture", broken)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    config = SMALL.replace(max_examples=300, eval_size=20)
+    result = _run(config.replace(capture=True), data)
+    err = capsys.readouterr().err
+    assert ("capture: failed at step 4 (RuntimeError: operation not permitted when stream is "
+            "capturing); running eagerly") in err
+    assert result.mode == "eager" and result.history["step"] == [6]
+
+
+def test_benchmark_accepts_capture(tmp_path, capsys):
+    write_split(tmp_path, "train", 300, gz=True)
+    numbers = benchmark.main(["--data-dir", str(tmp_path), "--train-size", "256", "--epochs", "1",
+                              "--capture"])
+    printed = capsys.readouterr()
+    assert numbers["capture"] is True and numbers["mode"] == "eager"
+    assert "(eager steps)" in printed.out and "capture: skipped" in printed.err

@@ -13,7 +13,9 @@ in float32, on the same device in the same run:
   loss written the way the PyTorch examples write them, the loss read back every step.
 
 Each side first runs a few untimed steps (allocations, kernel choice); each is timed twice, in the
-order tutorial, trainer, trainer, tutorial, and the two times averaged. The ratio is tutorial time
+order tutorial, trainer, trainer, tutorial, and the two times averaged. With ``--capture`` the
+trainer runs each step as one CUDA graph (``TrainConfig.capture``); its three eager warm-up steps
+and the capture itself count in its time. The ratio is tutorial time
 over trainer time: above 1, the trainer is faster. No timing is asserted anywhere; the numbers
 depend on the machine, which is printed with them.
 """
@@ -102,18 +104,23 @@ def tutorial_epochs(images: torch.Tensor, device: torch.device, epochs: int,
 
 
 def trainer_epochs(images_uint8: torch.Tensor, device: torch.device, epochs: int,
-                   seed: int = 0, compile: bool = False) -> float:
+                   seed: int = 0, compile: bool = False, capture: bool = False) -> float:
     """Seconds per epoch of :func:`experiments.mnist.train.train`, evaluations excluded."""
+    return _trainer_run(images_uint8, device, epochs, seed, compile, capture)[0]
+
+
+def _trainer_run(images_uint8, device, epochs, seed=0, compile=False, capture=False):
+    """(seconds per epoch, the mode the steps ran in) of the trainer."""
     data = DeviceDataset(images_uint8, "grey", device, torch.float32, seed)
     test_images = data.evaluation_images()[:100]
     config = TrainConfig(architecture="tutorial", latent=20, estimator="pathwise_analytic_kl",
                          batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE, epochs=epochs,
                          binarization="grey", seed=seed, device=str(device), dtype="float32",
-                         eval_size=100, compile=compile)
+                         eval_size=100, compile=compile, capture=capture)
     train(config.replace(max_examples=WARMUP_STEPS * BATCH_SIZE), train_data=data,
           test_images=test_images)
-    history = train(config, train_data=data, test_images=test_images).history
-    return history["wall_seconds"][-1] / epochs
+    result = train(config, train_data=data, test_images=test_images)
+    return result.history["wall_seconds"][-1] / epochs, result.mode
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,6 +140,8 @@ def main(argv=None) -> dict:
                         help="folder of the MNIST files (default: $MNIST_DIR or the usual places)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the trainer's step (CUDA only; the warm-up absorbs it)")
+    parser.add_argument("--capture", action="store_true",
+                        help="run each of the trainer's steps as one CUDA graph (CUDA only)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.train_size < 0:
         raise SystemExit("error: --epochs must be >= 1 and --train-size >= 0")
@@ -152,17 +161,21 @@ def main(argv=None) -> dict:
     name = _device_name(str(device))
     print(f"device: {device} ({name}); {len(images)} images, {args.epochs} epoch(s), "
           f"batch {BATCH_SIZE}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-          + (", trainer compiled" if args.compile else ""))
+          + (", trainer compiled" if args.compile else "")
+          + (", capture asked for" if args.capture else ""))
     # Measured in the order tutorial, trainer, trainer, tutorial and averaged, so that a load
     # that rises or falls steadily on a shared machine affects both alike.
     first = tutorial_epochs(grey, device, args.epochs)
-    ours = (trainer_epochs(images, device, args.epochs, compile=args.compile)
-            + trainer_epochs(images, device, args.epochs, compile=args.compile)) / 2
+    runs = [_trainer_run(images, device, args.epochs, compile=args.compile, capture=args.capture)
+            for _ in range(2)]
+    ours = (runs[0][0] + runs[1][0]) / 2
+    mode = runs[-1][1]
     tutorial = (first + tutorial_epochs(grey, device, args.epochs)) / 2
     numbers = {"device": str(device), "device_name": name, "train_size": len(images),
-               "epochs": args.epochs, "compile": args.compile, "trainer_seconds": ours, "tutorial_seconds": tutorial,
+               "epochs": args.epochs, "compile": args.compile, "capture": args.capture,
+               "mode": mode, "trainer_seconds": ours, "tutorial_seconds": tutorial,
                "ratio": tutorial / ours}
-    print(f"trainer:  {ours:.3f} s per epoch")
+    print(f"trainer:  {ours:.3f} s per epoch ({mode} steps)")
     print(f"tutorial: {tutorial:.3f} s per epoch")
     print(f"ratio (tutorial / trainer): {tutorial / ours:.2f}")
     return numbers

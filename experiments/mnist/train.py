@@ -16,6 +16,14 @@ and plain Python values (``torch.load(path, weights_only=True)`` reads them), an
 random state, so a resumed run ends with the same parameters, bit for bit on the CPU, as one that
 was never interrupted.
 
+With ``capture`` on one CUDA device the whole step (forward, backward, both Adam steps, NVIL's
+running mean and the bookkeeping above) is recorded once as a CUDA graph and replayed for every
+minibatch, which removes the Python and kernel-launch overhead of a small network; see
+:class:`_CapturedStep`. Its random numbers come from the graph-safe Philox stream of the default
+CUDA generator, and its Adam is the "capturable" one with a learning-rate tensor, so a captured
+run does not reproduce an eager run bit for bit: a checkpoint records ``capture`` and resumes in
+the same mode only (the graph is captured anew after loading).
+
 Command line: ``python -m experiments.mnist.train --help``. Under ``torchrun`` with WORLD_SIZE > 1
 each rank takes its shard of every minibatch (DistributedDataParallel; NCCL on CUDA, Gloo on the
 CPU) and only rank 0 writes files. Every rank starts from rank 0's network and the gradients are
@@ -78,6 +86,7 @@ class TrainConfig:
     eval_every: int = 0  # training images between evaluations (0: once per epoch)
     eval_size: int = 1000  # test images (at most) in each evaluation of the test bound
     compile: bool = False  # torch.compile the objective (CUDA only; eager if compiling fails)
+    capture: bool = False  # run each step as one CUDA graph (CUDA, one process; else eager)
     checkpoint: str = ""  # file to write checkpoints to ("": none)
     checkpoint_every: int = 0  # steps between checkpoints (0: at each evaluation)
 
@@ -127,6 +136,7 @@ class TrainResult:
     vae: VAE  # the trained network (on the training device)
     baseline: object  # the NVIL network, the EmaBaseline, or None
     history: dict  # equal-length lists, one entry per evaluation (see train())
+    mode: str = "eager"  # how the steps ran at the end: "eager", "compiled" or "captured"
 
 
 @dataclass
@@ -163,6 +173,70 @@ class NvilBaseline(nn.Module):
         weight = torch.where(self.updates > 0, self.decay, 0.0).to(self.centre.dtype)
         self.centre.copy_(weight * self.centre + (1 - weight) * bound.to(self.centre.dtype))
         self.updates += 1
+
+
+class _CapturedStep:
+    """A whole training step as one CUDA graph, replayed for every minibatch.
+
+    ``step(x)`` must do everything a step does (forward, backward, optimiser steps, bookkeeping)
+    with tensor operations only: no host reads, no shapes that change, no Python-side state that
+    changes from step to step (which a replay would not see). Each call copies the minibatch into
+    one static input buffer on the device. The first ``warmup`` calls run ``step`` eagerly on a
+    side stream, as PyTorch's recipe for whole-network capture does (Adam's moments, cuBLAS
+    workspaces and the gradients' streams are set up outside the graph); the next call captures
+    it and every call from then on replays the graph. The step sets the gradients to None before
+    its backward pass, so during capture they are allocated in the graph's memory pool and each
+    replay overwrites them.
+    """
+
+    def __init__(self, step: Callable[[torch.Tensor], object], device: torch.device,
+                 warmup: int = 3):
+        self.step, self.device, self.warmup = step, device, warmup
+        self.static_x = None
+        self.graph = None
+        self.outputs = None  # what the captured step returned: static tensors, new each replay
+        self._side_stream = None
+
+    def __call__(self, x: torch.Tensor):
+        if self.static_x is None:
+            self.static_x = torch.empty_like(x)
+        self.static_x.copy_(x)
+        if self.graph is None:
+            if self.warmup > 0:
+                self.warmup -= 1
+                return self._run_aside()
+            self.graph, self.outputs = self._capture()
+        self.graph.replay()
+        return self.outputs
+
+    def _run_aside(self):
+        """One eager step on a side stream, ordered after and before the current stream's work."""
+        current = torch.cuda.current_stream(self.device)
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        self._side_stream.wait_stream(current)
+        with torch.cuda.stream(self._side_stream):
+            outputs = self.step(self.static_x)
+        current.wait_stream(self._side_stream)
+        return outputs
+
+    def _capture(self):
+        """(graph, outputs): the step recorded, not run; the caller replays it."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.step(self.static_x)
+        return graph, outputs
+
+
+def _capture_blocker(config: TrainConfig, device: torch.device, world: int) -> str | None:
+    """Why the step cannot be captured as a CUDA graph here, or None if it can."""
+    if device.type != "cuda":
+        return f"CUDA graphs need a CUDA device, this run is on {device.type}"
+    if world > 1:
+        return "DistributedDataParallel's gradient all-reduce stays eager"
+    if config.estimator == "score_function_ema":
+        return "score_function_ema keeps its moving average in Python, which a replay would not update"
+    return None
 
 
 class _Objective(nn.Module):
@@ -251,6 +325,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 # Fields a resumed run may change without changing what it computes.
+# Not "capture": a captured run's random stream and Adam arithmetic differ from an eager one's.
 _RESUMABLE_CHANGES = {"epochs", "max_examples", "data_dir", "checkpoint", "checkpoint_every",
                       "compile"}
 
@@ -275,9 +350,11 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     bound of the steps since the previous evaluation: the ELBO, or for iwae and dreg the K-sample
     bound), "test_bound" (:func:`evaluate.test_elbo` with pathwise_analytic_kl, one sample, on
     the first ``eval_size`` test images, each evaluation under ``torch.manual_seed(config.seed)``),
-    "wall_seconds" (training time so far, evaluations, callbacks and checkpoints excluded) and
-    "learning_rate". ``callback(state)`` is called after each history row. With ``resume``,
-    training continues from ``config.checkpoint``.
+    "wall_seconds" (training time so far, evaluations, callbacks and checkpoints excluded; the
+    warm-up and capture of ``capture`` included) and "learning_rate". ``callback(state)`` is called
+    after each history row. With ``resume``, training continues from ``config.checkpoint``.
+    ``config.capture`` falls back to eager steps, with a one-line note on stderr, where the step
+    cannot be captured (see :func:`_capture_blocker`) or capturing it fails.
     """
     config.validate()
     rank, world = _distributed()
@@ -327,8 +404,20 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     estimator = evaluate.estimator_for(config.estimator)
     objective = _Objective(vae, estimator, config.num_samples, nvil, ema)
     adam = {"eps": 1e-4} if config.schedule == "iwae" else {}  # Burda et al.'s Adam epsilon
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.learning_rate, **adam)
-    nvil_optimizer = (torch.optim.Adam(nvil.parameters(), lr=config.learning_rate, **adam)
+    blocker = _capture_blocker(config, device, world) if config.capture else None
+    capture = config.capture and blocker is None
+    if config.capture and rank == 0:
+        print(f"capture: skipped ({blocker}); running eagerly" if blocker else
+              "capture: each step runs as one CUDA graph (after 3 eager warm-up steps)",
+              file=sys.stderr)
+    learning_rate = config.learning_rate
+    if capture:
+        # A graph holds the learning rate it was captured with unless it is a device tensor;
+        # the schedule fill_()s this one at epoch boundaries. float32, as Adam's capturable steps.
+        learning_rate = torch.tensor(config.learning_rate, dtype=torch.float32, device=device)
+        adam["capturable"] = True
+    optimizer = torch.optim.Adam(vae.parameters(), lr=learning_rate, **adam)
+    nvil_optimizer = (torch.optim.Adam(nvil.parameters(), lr=learning_rate, **adam)
                       if nvil is not None else None)
     step_fn = objective
     if world > 1:
@@ -336,7 +425,10 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
             objective, device_ids=[device] if device.type == "cuda" else None)
     eager_fn = step_fn
     if config.compile:
-        if device.type == "cuda":
+        if capture:
+            print("compile: skipped; the captured CUDA graph already removes the launch overhead",
+                  file=sys.stderr)
+        elif device.type == "cuda":
             step_fn = torch.compile(step_fn)
         elif rank == 0:
             print("compile: skipped on the CPU (it pays off on CUDA only)", file=sys.stderr)
@@ -391,7 +483,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                 ema.value = ema.value.to(device)
         history = {key: list(saved["history"][key]) for key in HISTORY_KEYS}
         step, wall_seconds = saved["step"], saved["wall_seconds"]
-        bound_sum = saved["bound_sum"].to(device)
+        bound_sum.copy_(saved["bound_sum"])
         bound_count = saved["bound_count"]
         epoch_generator_state = saved["epoch_generator_state"]
         generator.set_state(saved["generator_state"])
@@ -416,12 +508,38 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
             "epoch_generator_state": epoch_generator_state,
             "generator_state": generator.get_state(),
             "rng": _rng_state(device),
+            "mode": mode,
         }
         atomic_write(checkpoint_path, lambda tmp: torch.save(state, tmp))
         last_checkpoint_step = step
 
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
     counter = torch.full((), step, dtype=torch.int64, device=device)
+
+    def take_step(x):
+        """One step on the minibatch x: device work only, so that a CUDA graph can hold it."""
+        loss, bound = run_step(x)
+        optimizer.zero_grad(set_to_none=True)
+        if nvil_optimizer is not None:
+            nvil_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if nvil_optimizer is not None:
+            nvil_optimizer.step()
+            signal = bound
+            if world > 1:  # every rank's c follows the bound of the whole minibatch
+                signal = bound.clone()
+                torch.distributed.all_reduce(signal)
+                signal /= world
+            nvil.update(signal)
+        # In place: a captured graph keeps writing to the tensors it was captured with.
+        counter.add_(1)
+        first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss), counter, first_bad))
+        bound_sum.add_(bound)  # float64 += the bound, as bound.to(float64) would give
+        return loss, bound
+
+    captured = _CapturedStep(take_step, device) if capture else None
+    mode = "captured" if capture else "compiled" if step_fn is not eager_fn else "eager"
 
     def check_finite():
         bad = first_bad.clone()
@@ -441,7 +559,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
             torch.cuda.synchronize(device)
 
     def evaluate_now(x):
-        nonlocal bound_sum, bound_count
+        nonlocal bound_count
         total = bound_sum.clone()
         if world > 1:
             torch.distributed.all_reduce(total)
@@ -453,10 +571,11 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
         row = {"step": step, "examples_seen": examples, "epoch": step / steps_per_epoch,
                "train_bound": total.item() / max(bound_count, 1) if bound_count else math.nan,
                "test_bound": test_bound, "wall_seconds": wall_seconds,
-               "learning_rate": optimizer.param_groups[0]["lr"]}
+               "learning_rate": rate}
         for key in HISTORY_KEYS:
             history[key].append(row[key])
-        bound_sum, bound_count = torch.zeros_like(bound_sum), 0
+        bound_sum.zero_()
+        bound_count = 0
         if callback is not None and rank == 0:
             with _fork_rng(device):
                 callback(TrainState(step, examples, vae, baseline, x))
@@ -481,7 +600,10 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
             for opt in (optimizer, nvil_optimizer):
                 if opt is not None:
                     for group in opt.param_groups:
-                        group["lr"] = rate
+                        # captured: the one tensor the graph reads (a loaded state replaces it)
+                        group["lr"] = learning_rate if capture else rate
+            if capture:
+                learning_rate.fill_(rate)
             batches = train_data.batches(config.batch_size, generator)
             for _ in range(skip):  # replay the epoch's draws up to where the checkpoint was
                 next(batches)
@@ -489,25 +611,19 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
             for x in batches:
                 if world > 1:
                     x = x[rank * shard:(rank + 1) * shard]
-                loss, bound = run_step(x)
-                optimizer.zero_grad(set_to_none=True)
-                if nvil_optimizer is not None:
-                    nvil_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if nvil_optimizer is not None:
-                    nvil_optimizer.step()
-                    signal = bound
-                    if world > 1:  # every rank's c follows the bound of the whole minibatch
-                        signal = bound.clone()
-                        torch.distributed.all_reduce(signal)
-                        signal /= world
-                    nvil.update(signal)
+                if captured is None:
+                    take_step(x)
+                else:
+                    try:
+                        captured(x)
+                    except Exception as error:  # never lose a run to capture: eager always works
+                        print(f"capture: failed at step {step + 1} ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0][:200] if str(error) else ''}); "
+                              "running eagerly", file=sys.stderr)
+                        captured, mode = None, "eager"
+                        torch.cuda.synchronize(device)
+                        take_step(x)
                 step += 1
-                counter += 1
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), counter,
-                                        first_bad)
-                bound_sum += bound.to(torch.float64)
                 bound_count += 1
                 bar.update(1)
                 evaluation_due = (step * config.batch_size // eval_every
@@ -533,7 +649,9 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
         bar.close()
         set_validation(was_validating)
         Distribution.set_default_validate_args(was_checking_args)
-    return TrainResult(vae, baseline, history)
+    if mode == "compiled" and step_fn is eager_fn:  # compiling failed: the steps ran eagerly
+        mode = "eager"
+    return TrainResult(vae, baseline, history, mode)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -598,7 +716,7 @@ def main(argv=None) -> dict:
     history = result.history
     if rank == 0:
         last = {key: values[-1] for key, values in history.items() if values}
-        print(json.dumps({"estimator": config.estimator, **last}))
+        print(json.dumps({"estimator": config.estimator, "mode": result.mode, **last}))
         if args.out is not None:
             meta = metadata(config, "mnist-train", timer.seconds)
             meta["command"] = " ".join(["python", "-m", "experiments.mnist.train", *sys.argv[1:]])
