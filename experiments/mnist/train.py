@@ -40,6 +40,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -215,7 +216,9 @@ class _CapturedStep:
         if self._side_stream is None:
             self._side_stream = torch.cuda.Stream(self.device)
         self._side_stream.wait_stream(current)
-        with torch.cuda.stream(self._side_stream):
+        with torch.cuda.stream(self._side_stream), warnings.catch_warnings():
+            # Adam warns that capturable=True slows eager steps; these few are meant to be eager.
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
             outputs = self.step(self.static_x)
         current.wait_stream(self._side_stream)
         return outputs
