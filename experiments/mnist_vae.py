@@ -99,6 +99,7 @@ class Config(StudyConfig):
     binarization: str = "dynamic"  # "dynamic" (a fresh draw each minibatch), "fixed" or "grey"
     dtype: str = "float32"  # float32 or float64
     compile: bool = False  # torch.compile the training step (GPU)
+    capture: bool = False  # replay each training step as one CUDA graph (GPU; eager elsewhere)
     data_dir: str = ""  # MNIST folder ("": $MNIST_DIR or the default places)
     resume: bool = True  # continue a run from its checkpoint under checkpoints/mnist-vae/
     cpu_threads: int = 0  # torch threads on the CPU (0: torch's default; 1 is fastest on a busy machine)
@@ -200,7 +201,7 @@ def train_config(config: Config, label: str, latent: int | None = None):
         binarization="grey" if config.likelihood == "gaussian" else config.binarization,
         seed=config.seed, device=config.device, dtype=config.dtype,
         data_dir=config.data_dir, eval_every=config.eval_every, eval_size=config.eval_size,
-        compile=config.compile)
+        compile=config.compile, capture=config.capture)
 
 
 def checkpoint_path(root: Path, label: str, trainer_config) -> Path:

@@ -354,7 +354,9 @@ def test_capture_falls_back_on_the_cpu_with_a_note_and_changes_nothing(data, cap
 def test_capture_is_refused_where_a_replay_would_be_wrong():
     cuda = torch.device("cuda")
     assert trainer._capture_blocker(SMALL, cuda, world=1) is None
-    assert trainer._capture_blocker(SMALL.replace(estimator=evaluate.NVIL), cuda, 1) is None
+    assert trainer._capture_blocker(SMALL.replace(estimator="iwae", num_samples=5), cuda, 1) is None
+    for name in ("score_function", "score_function_loo", evaluate.NVIL):
+        assert "q.sample" in trainer._capture_blocker(SMALL.replace(estimator=name), cuda, 1)
     assert "moving average in Python" in trainer._capture_blocker(
         SMALL.replace(estimator="score_function_ema"), cuda, 1)
     assert "DistributedDataParallel" in trainer._capture_blocker(SMALL, cuda, world=2)

@@ -239,6 +239,12 @@ def _capture_blocker(config: TrainConfig, device: torch.device, world: int) -> s
         return "DistributedDataParallel's gradient all-reduce stays eager"
     if config.estimator == "score_function_ema":
         return "score_function_ema keeps its moving average in Python, which a replay would not update"
+    if not evaluate.estimator_for(config.estimator).needs_rsample:
+        # Seen on an H200 with torch 2.11: capturing the score function's q.sample (torch.normal
+        # with tensor arguments) fails with "Offset increment outside graph capture encountered
+        # unexpectedly", and leaves the CUDA generator unusable for the eager fallback.
+        return (f"{config.estimator} draws z with q.sample, which CUDA graph capture rejects "
+                "on torch 2.11")
     return None
 
 
