@@ -15,13 +15,30 @@ from typing import Callable, Mapping
 
 import torch
 
+from .base import ElboEstimate
+
 __all__ = [
+    "batch_mean",
     "ReplicateGradients",
     "ParameterStatistics",
     "replicate_gradients",
     "gradient_statistics",
     "diagnose",
 ]
+
+
+def batch_mean(estimator: Callable) -> Callable:
+    """A minibatch estimator from a per-point one: the mean over the last batch dimension.
+
+    For amortised models, where q's batch shape is (R, B) with B data points, so that each
+    replicate is one full minibatch gradient, as a training step would take it.
+    """
+
+    def estimate(model, q, num_samples, **options) -> ElboEstimate:
+        result = estimator(model, q, num_samples, **options)
+        return ElboEstimate(result.elbo.mean(-1), result.surrogate.mean(-1))
+
+    return estimate
 
 
 @dataclass

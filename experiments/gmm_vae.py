@@ -31,8 +31,8 @@ from torch.distributions import Independent, Normal
 from torch.func import functional_call, vmap
 
 from estimators import ESTIMATORS, EmaBaseline
-from estimators.base import ElboEstimate, log_mean_exp
-from estimators.diagnostics import gradient_statistics, replicate_gradients
+from estimators.base import log_mean_exp
+from estimators.diagnostics import batch_mean, gradient_statistics, replicate_gradients
 from estimators.targets import GaussianMixtureTarget
 
 from .common import StudyConfig, Timer, progress, save_figure
@@ -178,16 +178,6 @@ def replicated_build(vae: GaussianVAE, x: torch.Tensor):
         return BoundVAE(x, decode, log_scale, vae.latent_dim), q
 
     return build
-
-
-def batch_mean(estimator):
-    """The minibatch objective: the mean over data points of a per-point estimator."""
-
-    def estimate(model, q, num_samples, **options) -> ElboEstimate:
-        result = estimator(model, q, num_samples, **options)
-        return ElboEstimate(result.elbo.mean(-1), result.surrogate.mean(-1))
-
-    return estimate
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ suite's FALSE_POSITIVE_RATE (conftest.z_threshold, Bonferroni across its compari
 a negative twin: a wrong exact value fails the same check.
 """
 
-import math
 
 import numpy as np
 import pytest

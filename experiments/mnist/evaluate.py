@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -25,8 +25,8 @@ from torch.distributions import Independent, Normal
 from torch.func import functional_call, vmap
 
 from estimators import ESTIMATORS, EmaBaseline
-from estimators.base import ElboEstimate
-from estimators.diagnostics import ReplicateGradients, gradient_statistics, replicate_gradients
+from estimators.diagnostics import (ReplicateGradients, batch_mean, gradient_statistics,
+                                    replicate_gradients)
 
 from .models import VAE
 
@@ -214,16 +214,6 @@ def _replicated_build(vae: VAE, x: torch.Tensor):
     return build
 
 
-def _minibatch_mean(estimator):
-    """A full minibatch gradient estimate: the mean over the minibatch of per-image estimates."""
-
-    def estimate(model, q, num_samples, **options) -> ElboEstimate:
-        result = estimator(model, q, num_samples, **options)
-        return ElboEstimate(result.elbo.mean(-1), result.surrogate.mean(-1))
-
-    return estimate
-
-
 def _split(total: int, chunk: int | None) -> list[int]:
     """Chunk sizes that add up to total, each >= 2 (a variance needs two replicates)."""
     if chunk is None or chunk >= total:
@@ -271,7 +261,7 @@ def replicate_vae_gradients(vae: VAE, x: torch.Tensor, name: str, num_replicates
     decoder = {id(p) for p in vae.decoder_parameters()}
     lam = {n: p.detach() for n, p in vae.named_parameters() if id(p) in encoder}
     theta = {n: p.detach() for n, p in vae.named_parameters() if id(p) in decoder}
-    parts = [replicate_gradients(_minibatch_mean(est), _replicated_build(vae, x), lam, theta,
+    parts = [replicate_gradients(batch_mean(est), _replicated_build(vae, x), lam, theta,
                                  num_replicates=size, num_samples=num_samples, **options)
              for size in _split(num_replicates, replicate_chunk)]
     if len(parts) == 1:

@@ -7,7 +7,6 @@ event shape (latent,). Encoder parameters are lambda in the seed, decoder parame
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
