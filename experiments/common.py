@@ -208,8 +208,10 @@ def save_figure(fig, paths: Paths, name: str, results_path: Path, script: str) -
     written = []
     for suffix in ("png", "pdf"):
         target = paths.figures / f"{name}.{suffix}"
-        atomic_write(target, lambda tmp, s=suffix: fig.savefig(tmp, format=s, dpi=150,
-                                                                 bbox_inches="tight"))
+        # No creation date in the PDF: redrawing from the same results gives the same bytes.
+        metadata = {"CreationDate": None} if suffix == "pdf" else None
+        atomic_write(target, lambda tmp, s=suffix, m=metadata: fig.savefig(
+            tmp, format=s, dpi=150, bbox_inches="tight", metadata=m))
         written.append(target)
     import matplotlib.pyplot as plt
 
