@@ -239,6 +239,19 @@ def test_replicate_chunks_are_the_same_estimator():
     assert all(g.shape[0] == 7 for g in chunked.lambda_.values())
 
 
+def test_replicate_chunks_are_never_single_replicates():
+    """An odd count in chunks of 2 must not leave a chunk of one replicate (no variance)."""
+    for total in range(2, 40):
+        for chunk in range(1, total + 1):
+            sizes = evaluate._split(total, chunk)
+            assert sum(sizes) == total and min(sizes) >= 2, (total, chunk, sizes)
+            assert max(sizes) <= max(chunk, 2) + 1, (total, chunk, sizes)
+    torch.manual_seed(15)
+    grads = evaluate.replicate_vae_gradients(tiny_vae(), _tiny_batch(), "pathwise", 5, 2,
+                                             replicate_chunk=2)
+    assert grads.elbo.shape == (5,)
+
+
 def test_score_function_has_more_encoder_variance_than_pathwise():
     vae, x = tiny_vae(seed=16), _tiny_batch(seed=17)
     stats = evaluate.gradient_variance(vae, x, ["score_function", "pathwise"], 400, 2, seed=18)

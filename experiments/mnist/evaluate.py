@@ -215,10 +215,13 @@ def _replicated_build(vae: VAE, x: torch.Tensor):
 
 
 def _split(total: int, chunk: int | None) -> list[int]:
-    """Chunk sizes that add up to total, each >= 2 (a variance needs two replicates)."""
+    """Chunk sizes that add up to total, each >= 2 (a variance needs two replicates).
+
+    Each is at most ``chunk`` where that allows; an odd total with ``chunk`` 2 has one chunk of 3.
+    """
     if chunk is None or chunk >= total:
         return [total]
-    count = math.ceil(total / max(chunk, 2))
+    count = min(math.ceil(total / max(chunk, 2)), total // 2)
     base, extra = divmod(total, count)
     return [base + (i < extra) for i in range(count)]
 
