@@ -215,11 +215,14 @@ def checkpoint_path(root: Path, label: str, trainer_config) -> Path:
 
 def total_examples(config: Config, num_train: int) -> int:
     """Training images each run sees: whole minibatches of every epoch, or the cap."""
+    from .mnist.train import IWAE_PASSES
+
     chosen = settings(config)
     per_epoch = (num_train // chosen["batch_size"]) * chosen["batch_size"]
-    total = per_epoch * chosen["epochs"]
-    if chosen["schedule"] == "iwae":
-        total = per_epoch * min(chosen["epochs"], 3280)
+    epochs = chosen["epochs"]
+    if chosen["schedule"] == "iwae":  # the trainer stops at the end of the schedule
+        epochs = min(epochs, IWAE_PASSES)
+    total = per_epoch * epochs
     return min(total, config.max_examples) if config.max_examples else total
 
 

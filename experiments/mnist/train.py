@@ -278,6 +278,9 @@ def iwae_schedule(base: float = 1e-3) -> list[tuple[int, float]]:
     return [(3 ** i, base * 10 ** (-i / 7)) for i in range(IWAE_STAGES)]
 
 
+IWAE_PASSES = sum(passes for passes, _ in iwae_schedule())  # 3280: the whole schedule
+
+
 def learning_rate_at(config: TrainConfig, epoch: int) -> float:
     """The learning rate of the (0-based) epoch."""
     if config.schedule == "constant":
@@ -458,7 +461,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     steps_per_epoch = len(train_data) // config.batch_size
     epochs = config.epochs
     if config.schedule == "iwae":
-        epochs = min(epochs, sum(passes for passes, _ in iwae_schedule()))
+        epochs = min(epochs, IWAE_PASSES)
     total_steps = epochs * steps_per_epoch
     if config.max_examples:
         total_steps = min(total_steps, math.ceil(config.max_examples / config.batch_size))
