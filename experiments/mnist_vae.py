@@ -505,7 +505,6 @@ def scale_of(results: dict) -> dict:
     """Whether saved results are at the paper's scale: every training image and epoch of the
     protocol, no cap on images, all 10,000 test images and L_5000. Else "quick" or "reduced"."""
     data = results["data"]
-    config = results.get("metadata", {}).get("config", {})
     s = data["settings"]
     seen = max(data["runs"][label]["examples_seen"] for label in data["labels"])
     full = (60_000 // s["batch_size"]) * s["batch_size"] * PROTOCOLS[data["protocol"]]["epochs"]
@@ -518,12 +517,7 @@ def scale_of(results: dict) -> dict:
              "paper": "paper-scale run"}[kind]
     note = (f"{where}: {data['protocol']} protocol, {data['train_size']:,} training images, "
             f"{s['architecture']} network, latent {s['latent']}, batch {s['batch_size']}")
-    return {"kind": kind, "seen": seen, "full": full, "note": note,
-            "device": results.get("metadata", {}).get("device_name", "?"), "config": config}
-
-
-def _scale_note(data: dict) -> str:
-    return data["scale_note"]
+    return {"kind": kind, "seen": seen, "full": full, "note": note}
 
 
 def _label(run: dict) -> str:
@@ -591,7 +585,7 @@ def _plot_bound(plt, data, results_path, paths):
     axes[0].legend(fontsize=7.5, loc="lower right")
     fig.suptitle("MNIST VAE, each estimator for the same training images: test bound on "
                  f"{data['eval_size']:,} test images "
-                 "(single-sample ELBO, estimator-independent)\n" + _scale_note(data), fontsize=9)
+                 "(single-sample ELBO, estimator-independent)\n" + data["scale_note"], fontsize=9)
     return save_figure(fig, paths, "mnist-vae-bound", results_path, SCRIPT)
 
 
@@ -640,7 +634,7 @@ def _plot_gradients(plt, data, results_path, paths):
                  f"images; {NVIL} appears in (b) only (its baseline is learned along its own run).\n"
                  "In (a) the K = 1 ELBO estimators draw the same z, and given z their decoder "
                  "gradients are the same, so those curves coincide"
-                 "\n" + _scale_note(data), fontsize=9)
+                 "\n" + data["scale_note"], fontsize=9)
     return save_figure(fig, paths, "mnist-vae-gradients", results_path, SCRIPT)
 
 
@@ -667,7 +661,7 @@ def _show(ax, images, columns, title):
 def _plot_pictures(plt, data, results_path, paths):
     pics = data["pictures"]
     reference = data["reference"]
-    note = _scale_note(data)
+    note = data["scale_note"]
     figures = []
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.2), constrained_layout=True,
@@ -743,7 +737,7 @@ def _command(entry: dict) -> str:
 
 
 def _rows(results: dict):
-    """(results, run record, protocol, latent) for every run of one results file."""
+    """(data, run record) for every run of one results file, the manifold run included."""
     data = results["data"]
     records = [data["runs"][label] for label in data["labels"]]
     if "manifold" in data:
