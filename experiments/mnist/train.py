@@ -581,7 +581,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
             test_bound = evaluate.test_elbo(vae, test_images)
         examples = step * config.batch_size
         row = {"step": step, "examples_seen": examples, "epoch": step / steps_per_epoch,
-               "train_bound": total.item() / max(bound_count, 1) if bound_count else math.nan,
+               "train_bound": total.item() / bound_count if bound_count else math.nan,
                "test_bound": test_bound, "wall_seconds": wall_seconds,
                "learning_rate": rate}
         for key in HISTORY_KEYS:
@@ -720,9 +720,7 @@ def main(argv=None) -> dict:
         config.validate()
         with Timer() as timer:
             result = train(config, resume=args.resume)
-    except (ValueError, MnistError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from None
-    except TrainingDiverged as error:
+    except (ValueError, MnistError, FileNotFoundError, TrainingDiverged) as error:
         raise SystemExit(f"error: {error}") from None
     rank, _ = _distributed()
     history = result.history
