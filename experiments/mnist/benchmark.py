@@ -22,7 +22,6 @@ depend on the machine, which is printed with them.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -32,7 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..common import _device_name
 from .data import DeviceDataset, MnistError, load_mnist
-from .train import TrainConfig, _resolve_device, train
+from .train import TrainConfig, _Parser, _resolve_device, train
 
 __all__ = ["TutorialVAE", "tutorial_epochs", "trainer_epochs", "main"]
 
@@ -121,11 +120,6 @@ def _trainer_run(images_uint8, device, epochs, seed=0, compile=False, capture=Fa
           test_images=test_images)
     result = train(config, train_data=data, test_images=test_images)
     return result.history["wall_seconds"][-1] / epochs, result.mode
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise SystemExit(f"error: {message} (see --help)")
 
 
 def main(argv=None) -> dict:
