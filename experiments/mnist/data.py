@@ -229,10 +229,6 @@ class DeviceDataset:
     def __len__(self) -> int:
         return self.data.shape[0]
 
-    @property
-    def num_pixels(self) -> int:
-        return self.data.shape[1]
-
     def batches(self, batch_size: int, generator: torch.Generator):
         """One epoch: minibatches (batch_size, 784) in a random order, the last partial one dropped.
 
