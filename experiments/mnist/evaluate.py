@@ -179,13 +179,12 @@ class _ReplicatedModel:
     """R decoders, one per replicate: samples (S, R, B, D) -> log densities (S, R, B)."""
 
     def __init__(self, vae: VAE, x: torch.Tensor, theta: Mapping[str, torch.Tensor]):
-        self.vae, self.x = vae, x
+        self.vae = vae
         wrapper = _LogLikelihood(vae)
-        params = {f"vae.{n}": p for n, p in theta.items()}
+        self._params = {f"vae.{n}": p for n, p in theta.items()}
         # Replicate r's decoder sees z[:, r] only: vmap over the parameters' and z's R axes.
         self._run = vmap(lambda p, z: functional_call(wrapper, p, (z, x)), in_dims=(0, 1),
                          out_dims=1)
-        self._params = params
 
     @property
     def prior(self):
