@@ -67,15 +67,17 @@ def per_sample_score_norms(log_q: torch.Tensor, params: list[torch.Tensor]) -> t
         log_q, params, grad_outputs=grad_outputs, is_grads_batched=True,
         retain_graph=True, allow_unused=True,
     )
+    leading = 1 + len(batch_shape)  # the sample dimension, then the batch
     total = log_q.new_zeros(log_q.shape)
     for grad in grads:
         if grad is None:
             continue
         squared = grad.detach().pow(2)
-        if squared.shape[1 : 1 + len(batch_shape)] == batch_shape:
-            total = total + squared.flatten(1 + len(batch_shape)).sum(-1) if squared.dim() > 1 + len(batch_shape) else total + squared
-        else:
-            total = total + squared.flatten(1).sum(-1).reshape(num_samples, *[1] * len(batch_shape))
+        if squared.shape[1:leading] == batch_shape:  # one parameter per batch entry
+            total = total + squared.reshape(*squared.shape[:leading], -1).sum(-1)
+        else:  # shared by every batch entry
+            total = total + squared.reshape(num_samples, -1).sum(-1).reshape(
+                num_samples, *[1] * len(batch_shape))
     return total
 
 

@@ -1,0 +1,46 @@
+"""Baseline helpers of the score-function estimator, against per-sample autograd loops."""
+
+import pytest
+import torch
+from torch.distributions import Independent, Normal
+
+from estimators.baselines import per_sample_score_norms
+
+
+def _looped_norms(log_q: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """||grad log q(z_k)||^2 per sample k and batch entry, one backward pass per (k, entry)."""
+    out = torch.zeros_like(log_q)
+    for index in torch.cartesian_prod(*[torch.arange(n) for n in log_q.shape]).reshape(
+            -1, log_q.dim()):
+        grads = torch.autograd.grad(log_q[tuple(index)], params, retain_graph=True,
+                                    allow_unused=True)
+        out[tuple(index)] = sum(g.pow(2).sum() for g in grads if g is not None)
+    return out
+
+
+def _shared_scale_posterior(batch_shape):
+    """q with a per-entry location and one scalar log-scale shared by every batch entry."""
+    generator = torch.Generator().manual_seed(3)
+    loc = torch.randn(*batch_shape, 2, generator=generator, dtype=torch.float64,
+                      requires_grad=True)
+    log_scale = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    q = Independent(Normal(loc, log_scale.exp().expand(*batch_shape, 2)), 1)
+    return q, loc, log_scale
+
+
+@pytest.mark.parametrize("batch_shape", [(3,), (2, 3)])
+@pytest.mark.parametrize("which", ["loc", "log_scale", "both"])
+def test_per_sample_score_norms_match_a_loop(batch_shape, which):
+    """Per-entry and shared parameters, a scalar shared one included (it used to raise)."""
+    q, loc, log_scale = _shared_scale_posterior(batch_shape)
+    params = {"loc": [loc], "log_scale": [log_scale], "both": [loc, log_scale]}[which]
+    torch.manual_seed(4)
+    log_q = q.log_prob(q.sample((4,)))
+    norms = per_sample_score_norms(log_q, params)
+    per_entry = _looped_norms(log_q, [loc]) if which in ("loc", "both") else 0
+    # A shared parameter's score is that of the batch's summed log q, counted for every entry.
+    shared = (torch.stack([torch.autograd.grad(row.sum(), log_scale, retain_graph=True)[0]
+                           for row in log_q]).pow(2).reshape(4, *[1] * len(batch_shape))
+              if which in ("log_scale", "both") else 0)
+    expected = torch.zeros_like(norms) + per_entry + shared
+    torch.testing.assert_close(norms, expected, rtol=1e-12, atol=0)
