@@ -379,8 +379,8 @@ class _ReplayingGraph:
 
 @pytest.fixture
 def cpu_capture(monkeypatch):
-    """Run the capture path on the CPU: no streams, the stand-in graph, Adam without capturable
-    (which needs CUDA) but with the learning-rate tensor that the schedule fills."""
+    """Run the capture path on the CPU: no streams, the stand-in graph, Adam not fused (as it is
+    on CUDA) but with the learning-rate tensor that the schedule fills."""
     monkeypatch.setattr(trainer, "_capture_blocker", lambda *args: None)
     monkeypatch.setattr(trainer._CapturedStep, "_run_aside",
                         lambda self: self.step(self.static_x))
@@ -392,8 +392,9 @@ def cpu_capture(monkeypatch):
     monkeypatch.setattr(trainer._CapturedStep, "_capture", capture)
     adam = torch.optim.Adam
 
-    def cpu_adam(params, capturable=False, **options):
-        assert capturable == torch.is_tensor(options["lr"])  # the capture's Adam, and only it
+    def cpu_adam(params, fused=False, **options):
+        assert fused == torch.is_tensor(options["lr"])  # the capture's Adam, and only it
+        assert "capturable" not in options  # fused Adam keeps its steps on the device itself
         return adam(params, **options)
 
     monkeypatch.setattr(torch.optim, "Adam", cpu_adam)
@@ -490,3 +491,14 @@ def test_benchmark_accepts_capture(tmp_path, capsys):
     printed = capsys.readouterr()
     assert numbers["capture"] is True and numbers["mode"] == "eager"
     assert "(eager steps)" in printed.out and "capture: skipped" in printed.err
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_step_bookkeeping_counts_sums_and_finds_the_first_bad_step(compiled):
+    # compiled: the CUDA path of --compile; torch 2.13 on the CPU once dropped the float64 sum
+    bookkeep = trainer._bookkeeper(compiled)
+    counter, first_bad = torch.zeros((), dtype=torch.int64), torch.full((), -1)
+    bound_sum = torch.zeros((), dtype=torch.float64)
+    for loss in (1.0, 2.0, math.nan, 3.0, math.inf):
+        bookkeep(counter, first_bad, bound_sum, torch.tensor(loss), torch.tensor(-0.25))
+    assert (counter.item(), first_bad.item(), bound_sum.item()) == (5, 3, -1.25)

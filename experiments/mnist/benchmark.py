@@ -22,14 +22,17 @@ depend on the machine, which is printed with them.
 
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..common import _device_name
+from ..common import _device_name, metadata, save_results
 from .data import DeviceDataset, MnistError, load_mnist
 from .train import TrainConfig, _Parser, _resolve_device, train
 
@@ -38,6 +41,18 @@ __all__ = ["TutorialVAE", "tutorial_epochs", "trainer_epochs", "main"]
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 WARMUP_STEPS = 5
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What a benchmark run was asked for (saved with its numbers by ``--out``)."""
+
+    device: str
+    epochs: int
+    train_size: int
+    compile: bool
+    capture: bool
+    seed: int = 0
 
 
 class TutorialVAE(nn.Module):
@@ -136,6 +151,8 @@ def main(argv=None) -> dict:
                         help="torch.compile the trainer's step (CUDA only; the warm-up absorbs it)")
     parser.add_argument("--capture", action="store_true",
                         help="run each of the trainer's steps as one CUDA graph (CUDA only)")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE.json",
+                        help="also write the numbers, the command and the versions here")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.train_size < 0:
         raise SystemExit("error: --epochs must be >= 1 and --train-size >= 0")
@@ -159,6 +176,7 @@ def main(argv=None) -> dict:
           + (", capture asked for" if args.capture else ""))
     # Measured in the order tutorial, trainer, trainer, tutorial and averaged, so that a load
     # that rises or falls steadily on a shared machine affects both alike.
+    started = time.perf_counter()
     first = tutorial_epochs(grey, device, args.epochs)
     runs = [_trainer_run(images, device, args.epochs, compile=args.compile, capture=args.capture)
             for _ in range(2)]
@@ -172,6 +190,13 @@ def main(argv=None) -> dict:
     print(f"trainer:  {ours:.3f} s per epoch ({mode} steps)")
     print(f"tutorial: {tutorial:.3f} s per epoch")
     print(f"ratio (tutorial / trainer): {tutorial / ours:.2f}")
+    if args.out is not None:
+        config = BenchmarkConfig(str(device), args.epochs, len(images), args.compile,
+                                 args.capture)
+        meta = metadata(config, "mnist-benchmark", time.perf_counter() - started)
+        meta["command"] = " ".join(["python", "-m", "experiments.mnist.benchmark", *sys.argv[1:]])
+        save_results(args.out, numbers, meta)
+        print(f"saved {args.out}")
     return numbers
 
 

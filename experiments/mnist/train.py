@@ -269,6 +269,29 @@ class _Objective(nn.Module):
         return -estimate.surrogate.mean(), estimate.elbo.detach().mean()
 
 
+def _bookkeep(counter, first_bad, bound_sum, loss, bound):
+    """Count the step, note the first non-finite loss, add the bound: in place, on the device.
+
+    In place because a captured graph keeps writing to the tensors it was captured with. The
+    arguments are one-element views: compiled by torch 2.13 on the CPU, an ``add_`` into a
+    0-d float64 tensor is lost (into a one-element one it is kept).
+    """
+    counter.add_(1)
+    first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss), counter, first_bad))
+    bound_sum.add_(bound.to(bound_sum.dtype))  # the float64 running sum of the bounds
+
+
+def _bookkeeper(compiled: bool) -> Callable:
+    """``bookkeep(counter, first_bad, bound_sum, loss, bound)`` on the 0-d tensors of a step."""
+    function = torch.compile(_bookkeep) if compiled else _bookkeep
+
+    def bookkeep(counter, first_bad, bound_sum, loss, bound):
+        function(counter.view(1), first_bad.view(1), bound_sum.view(1), loss.detach().view(1),
+                 bound.detach().view(1))
+
+    return bookkeep
+
+
 HISTORY_KEYS = ("step", "examples_seen", "epoch", "train_bound", "test_bound", "wall_seconds",
                 "learning_rate")
 
@@ -423,11 +446,14 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
               "capture: each step runs as one CUDA graph (after 3 eager warm-up steps)",
               file=sys.stderr)
     learning_rate = config.learning_rate
+    if capture or device.type == "cuda":
+        # One kernel for all parameters instead of a dozen foreach launches; its step counts
+        # live on the device, so a CUDA graph can hold it without Adam's "capturable" mode.
+        adam["fused"] = True
     if capture:
         # A graph holds the learning rate it was captured with unless it is a device tensor;
-        # the schedule fill_()s this one at epoch boundaries. float32, as Adam's capturable steps.
+        # the schedule fill_()s this one at epoch boundaries. float32: fused Adam reads it so.
         learning_rate = torch.tensor(config.learning_rate, dtype=torch.float32, device=device)
-        adam["capturable"] = True
     optimizer = torch.optim.Adam(vae.parameters(), lr=learning_rate, **adam)
     nvil_optimizer = (torch.optim.Adam(nvil.parameters(), lr=learning_rate, **adam)
                       if nvil is not None else None)
@@ -436,19 +462,27 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
         step_fn = torch.nn.parallel.DistributedDataParallel(
             objective, device_ids=[device] if device.type == "cuda" else None)
     eager_fn = step_fn
+    bookkeep = _bookkeeper(compiled=False)
     if config.compile:
-        if capture:
-            print("compile: skipped; the captured CUDA graph already removes the launch overhead",
-                  file=sys.stderr)
-        elif device.type == "cuda":
+        if device.type == "cuda":
+            # Fuses the objective's elementwise work (and, in a graph, its launches) into a few
+            # kernels; with capture, the compiled kernels are what the graph records.
             step_fn = torch.compile(step_fn)
+            bookkeep = _bookkeeper(compiled=True)
         elif rank == 0:
             print("compile: skipped on the CPU (it pays off on CUDA only)", file=sys.stderr)
+    warm = False
 
     def run_step(x):
-        nonlocal step_fn
+        nonlocal step_fn, warm
         if step_fn is eager_fn:
             return step_fn(x)
+        if not warm:
+            # One eager pass first fills torch.distributions' KL dispatch cache, whose first
+            # lookup would otherwise split the compiled graph in five.
+            with torch.no_grad(), _fork_rng(device):
+                objective(x)
+            warm = True
         try:
             return step_fn(x)
         except Exception as error:  # torch.compile cannot trace everything; eager always works
@@ -544,14 +578,12 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                 torch.distributed.all_reduce(signal)
                 signal /= world
             nvil.update(signal)
-        # In place: a captured graph keeps writing to the tensors it was captured with.
-        counter.add_(1)
-        first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss), counter, first_bad))
-        bound_sum.add_(bound)  # float64 += the bound, as bound.to(float64) would give
+        bookkeep(counter, first_bad, bound_sum, loss, bound)
         return loss, bound
 
     captured = _CapturedStep(take_step, device) if capture else None
-    mode = "captured" if capture else "compiled" if step_fn is not eager_fn else "eager"
+    mode = ("compiled+captured" if capture and step_fn is not eager_fn else "captured" if capture
+            else "compiled" if step_fn is not eager_fn else "eager")
 
     def check_finite():
         bad = first_bad.clone()
@@ -632,7 +664,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                         print(f"capture: failed at step {step + 1} ({type(error).__name__}: "
                               f"{str(error).splitlines()[0][:200] if str(error) else ''}); "
                               "running eagerly", file=sys.stderr)
-                        captured, mode = None, "eager"
+                        captured, mode = None, "compiled" if step_fn is not eager_fn else "eager"
                         torch.cuda.synchronize(device)
                         take_step(x)
                 step += 1
@@ -661,8 +693,8 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
         bar.close()
         set_validation(was_validating)
         Distribution.set_default_validate_args(was_checking_args)
-    if mode == "compiled" and step_fn is eager_fn:  # compiling failed: the steps ran eagerly
-        mode = "eager"
+    if step_fn is eager_fn and mode.startswith("compiled"):  # compiling failed: steps ran eagerly
+        mode = mode.removeprefix("compiled").removeprefix("+") or "eager"
     return TrainResult(vae, baseline, history, mode)
 
 
