@@ -392,9 +392,8 @@ def cpu_capture(monkeypatch):
     monkeypatch.setattr(trainer._CapturedStep, "_capture", capture)
     adam = torch.optim.Adam
 
-    def cpu_adam(params, fused=False, **options):
-        assert fused == torch.is_tensor(options["lr"])  # the capture's Adam, and only it
-        assert "capturable" not in options  # fused Adam keeps its steps on the device itself
+    def cpu_adam(params, fused=False, capturable=False, **options):
+        assert fused == capturable == torch.is_tensor(options["lr"])  # the capture's, and only it
         return adam(params, **options)
 
     monkeypatch.setattr(torch.optim, "Adam", cpu_adam)

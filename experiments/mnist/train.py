@@ -445,15 +445,22 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
         print(f"capture: skipped ({blocker}); running eagerly" if blocker else
               "capture: each step runs as one CUDA graph (after 3 eager warm-up steps)",
               file=sys.stderr)
-    learning_rate = config.learning_rate
-    if capture or device.type == "cuda":
-        # One kernel for all parameters instead of a dozen foreach launches; its step counts
-        # live on the device, so a CUDA graph can hold it without Adam's "capturable" mode.
+    compiling = config.compile and device.type == "cuda"
+    if config.compile and not compiling and rank == 0:
+        print("compile: skipped on the CPU (it pays off on CUDA only)", file=sys.stderr)
+    # Adam: fused on CUDA (one kernel instead of a dozen foreach launches); compiled, the
+    # foreach Adam, which inductor turns into a few kernels that spread over the whole GPU
+    # (on a small network the fused kernel keeps a dozen of its multiprocessors busy).
+    if (capture or device.type == "cuda") and not compiling:
         adam["fused"] = True
-    if capture:
-        # A graph holds the learning rate it was captured with unless it is a device tensor;
-        # the schedule fill_()s this one at epoch boundaries. float32: fused Adam reads it so.
+    tensor_rate = capture or compiling
+    learning_rate = config.learning_rate
+    if tensor_rate:
+        # A graph, or a compiled step, holds the learning rate it was made with unless it is a
+        # device tensor; the schedule fill_()s this one at epoch boundaries. float32: fused
+        # Adam reads it so.
         learning_rate = torch.tensor(config.learning_rate, dtype=torch.float32, device=device)
+        adam["capturable"] = True
     optimizer = torch.optim.Adam(vae.parameters(), lr=learning_rate, **adam)
     nvil_optimizer = (torch.optim.Adam(nvil.parameters(), lr=learning_rate, **adam)
                       if nvil is not None else None)
@@ -463,14 +470,19 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
             objective, device_ids=[device] if device.type == "cuda" else None)
     eager_fn = step_fn
     bookkeep = _bookkeeper(compiled=False)
-    if config.compile:
-        if device.type == "cuda":
-            # Fuses the objective's elementwise work (and, in a graph, its launches) into a few
-            # kernels; with capture, the compiled kernels are what the graph records.
-            step_fn = torch.compile(step_fn)
-            bookkeep = _bookkeeper(compiled=True)
-        elif rank == 0:
-            print("compile: skipped on the CPU (it pays off on CUDA only)", file=sys.stderr)
+
+    def optimizer_steps():
+        optimizer.step()
+        if nvil_optimizer is not None:
+            nvil_optimizer.step()
+
+    eager_optimizer_steps = step_optimizers = optimizer_steps
+    if compiling:
+        # Fuses the objective's elementwise work, Adam's and the bookkeeping's into a few
+        # kernels; with capture, the compiled kernels are what the graph records.
+        step_fn = torch.compile(step_fn)
+        step_optimizers = torch.compile(optimizer_steps)
+        bookkeep = _bookkeeper(compiled=True)
     warm = False
 
     def run_step(x):
@@ -490,6 +502,18 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                   "running eagerly", file=sys.stderr)
             step_fn = eager_fn
             return step_fn(x)
+
+    def run_optimizers():
+        nonlocal step_optimizers
+        if step_optimizers is eager_optimizer_steps:
+            return step_optimizers()
+        try:
+            return step_optimizers()
+        except Exception as error:  # as for the objective: eager Adam always works
+            print(f"compile: failed for Adam ({type(error).__name__}: "
+                  f"{str(error).splitlines()[0][:200]}); running it eagerly", file=sys.stderr)
+            step_optimizers = eager_optimizer_steps
+            return step_optimizers()
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = len(train_data) // config.batch_size
@@ -569,9 +593,8 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
         if nvil_optimizer is not None:
             nvil_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        run_optimizers()
         if nvil_optimizer is not None:
-            nvil_optimizer.step()
             signal = bound
             if world > 1:  # every rank's c follows the bound of the whole minibatch
                 signal = bound.clone()
@@ -645,8 +668,8 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                 if opt is not None:
                     for group in opt.param_groups:
                         # captured: the one tensor the graph reads (a loaded state replaces it)
-                        group["lr"] = learning_rate if capture else rate
-            if capture:
+                        group["lr"] = learning_rate if tensor_rate else rate
+            if tensor_rate:
                 learning_rate.fill_(rate)
             batches = train_data.batches(config.batch_size, generator)
             for _ in range(skip):  # replay the epoch's draws up to where the checkpoint was
