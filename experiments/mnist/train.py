@@ -248,6 +248,11 @@ def _capture_blocker(config: TrainConfig, device: torch.device, world: int) -> s
     return None
 
 
+def _compiles_on(device: torch.device) -> bool:
+    """Whether ``compile`` compiles on this device (on the CPU it does not pay)."""
+    return device.type == "cuda"
+
+
 class _Objective(nn.Module):
     """The negative mean surrogate of a minibatch: one module, so that DDP and compile wrap it."""
 
@@ -445,7 +450,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
         print(f"capture: skipped ({blocker}); running eagerly" if blocker else
               "capture: each step runs as one CUDA graph (after 3 eager warm-up steps)",
               file=sys.stderr)
-    compiling = config.compile and device.type == "cuda"
+    compiling = config.compile and _compiles_on(device)
     if config.compile and not compiling and rank == 0:
         print("compile: skipped on the CPU (it pays off on CUDA only)", file=sys.stderr)
     # Adam: fused on CUDA (one kernel instead of a dozen foreach launches); compiled, the
