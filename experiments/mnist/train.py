@@ -86,7 +86,7 @@ class TrainConfig:
     data_dir: str = ""  # folder of the MNIST files ("": $MNIST_DIR or data.default_directory())
     eval_every: int = 0  # training images between evaluations (0: once per epoch)
     eval_size: int = 1000  # test images (at most) in each evaluation of the test bound
-    compile: bool = False  # torch.compile the objective (CUDA only; eager if compiling fails)
+    compile: bool = False  # torch.compile the objective and Adam (CUDA only; eager where it fails)
     capture: bool = False  # run each step as one CUDA graph (CUDA, one process; else eager)
     checkpoint: str = ""  # file to write checkpoints to ("": none)
     checkpoint_every: int = 0  # steps between checkpoints (0: at each evaluation)
