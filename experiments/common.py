@@ -111,8 +111,10 @@ def _device_name(device: str) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def metadata(config: StudyConfig, study: str, wall_seconds: float) -> dict:
-    """Everything needed to say what produced a result."""
+def metadata(config: StudyConfig, study: str, wall_seconds: float, module: str = "experiments",
+             argv: list[str] | None = None) -> dict:
+    """Everything needed to say what produced a result: ``python -m module argv`` among it
+    (``argv`` defaults to the process's own arguments)."""
     import matplotlib
     import scipy
     import torch
@@ -121,7 +123,8 @@ def metadata(config: StudyConfig, study: str, wall_seconds: float) -> dict:
         "study": study,
         "config": dataclasses.asdict(config),
         "seed": config.seed,
-        "command": " ".join([Path(sys.executable).name, "-m", "experiments", *sys.argv[1:]]),
+        "command": " ".join([Path(sys.executable).name, "-m", module,
+                             *(sys.argv[1:] if argv is None else argv)]),
         "git_commit": _git_commit(),
         "versions": {
             "python": platform.python_version(),

@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 
 from estimators import ESTIMATORS
 from estimators.base import ElboEstimate
+from experiments.common import load_results
 from experiments.mnist import benchmark, evaluate, train as trainer
 from experiments.mnist.data import DeviceDataset
 from experiments.mnist.models import ARCHITECTURES, VAE
@@ -333,6 +334,16 @@ def test_benchmark_runs_at_tiny_scale(tmp_path, capsys):
     assert numbers["ratio"] == pytest.approx(numbers["tutorial_seconds"] / numbers["trainer_seconds"])
 
 
+def test_benchmark_saves_its_numbers_with_the_command_that_made_them(tmp_path, capsys):
+    write_split(tmp_path, "train", 300, gz=True)
+    argv = ["--data-dir", str(tmp_path), "--train-size", "256", "--out", str(tmp_path / "b.json")]
+    numbers = benchmark.main(argv)
+    saved = load_results(tmp_path / "b.json")
+    assert saved["data"] == numbers
+    assert saved["metadata"]["command"].endswith("-m experiments.mnist.benchmark " + " ".join(argv))
+    assert saved["metadata"]["config"]["train_size"] == 256
+
+
 # ------------------------------------------------------------------------------------------------
 # --capture: the whole step as one CUDA graph (exercised here on the CPU with a stand-in graph)
 # ------------------------------------------------------------------------------------------------
@@ -494,10 +505,11 @@ def test_benchmark_accepts_capture(tmp_path, capsys):
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_the_step_bookkeeping_counts_sums_and_finds_the_first_bad_step(compiled):
-    # compiled: the CUDA path of --compile; torch 2.13 on the CPU once dropped the float64 sum
-    bookkeep = trainer._bookkeeper(compiled)
-    counter, first_bad = torch.zeros((), dtype=torch.int64), torch.full((), -1)
-    bound_sum = torch.zeros((), dtype=torch.float64)
+    # compiled: the CUDA path of --compile; on 0-d tensors torch 2.13 on the CPU drops the
+    # float64 sum, so the trainer keeps one-element ones, as here
+    bookkeep = torch.compile(trainer._bookkeep) if compiled else trainer._bookkeep
+    counter, first_bad = torch.zeros(1, dtype=torch.int64), torch.full((1,), -1)
+    bound_sum = torch.zeros(1, dtype=torch.float64)
     for loss in (1.0, 2.0, math.nan, 3.0, math.inf):
         bookkeep(counter, first_bad, bound_sum, torch.tensor(loss), torch.tensor(-0.25))
     assert (counter.item(), first_bad.item(), bound_sum.item()) == (5, 3, -1.25)
@@ -523,3 +535,14 @@ def test_the_compiled_and_captured_path_trains_as_the_eager_one(data, cpu_captur
                                rtol=1e-6)
     for a, b in zip(eager.vae.parameters(), compiled.vae.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_failed_compile_says_so_once_and_runs_eagerly_from_then_on(capsys):
+    def broken(x):
+        raise RuntimeError("cannot trace this\nsecond line")
+
+    run = trainer._EagerFallback(lambda x: 2 * x, broken, "the objective")
+    assert [run(1), run(2)] == [2, 4] and run.compiled is None
+    err = capsys.readouterr().err
+    assert err == ("compile: failed for the objective (RuntimeError: cannot trace this); "
+                   "running it eagerly\n")

@@ -23,7 +23,6 @@ timing is asserted anywhere; the numbers depend on the machine, which is printed
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,16 +118,13 @@ def tutorial_epochs(images: torch.Tensor, device: torch.device, epochs: int,
 
 
 def trainer_epochs(images_uint8: torch.Tensor, device: torch.device, epochs: int,
-                   seed: int = 0, compile: bool = False, capture: bool = False) -> float:
-    """Seconds per epoch of :func:`experiments.mnist.train.train`, after an untimed first one."""
-    return _trainer_run(images_uint8, device, epochs, seed, compile, capture)[0]
-
-
-def _trainer_run(images_uint8, device, epochs, seed=0, compile=False, capture=False):
+                   seed: int = 0, compile: bool = False,
+                   capture: bool = False) -> tuple[float, float, str]:
     """(seconds per epoch, seconds of the untimed first epoch, the mode the steps ran in).
 
-    One run of ``epochs + 1`` epochs, evaluated after each (evaluations are not timed); the first
-    epoch holds the one-off work (compiling, the warm-up steps and the capture) and is left out.
+    :func:`experiments.mnist.train.train` for ``epochs + 1`` epochs, evaluated after each
+    (evaluations are not timed); the first epoch holds the one-off work (compiling, the warm-up
+    steps and the capture) and is left out.
     """
     data = DeviceDataset(images_uint8, "grey", device, torch.float32, seed)
     test_images = data.evaluation_images()[:100]
@@ -152,7 +148,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--data-dir", default="",
                         help="folder of the MNIST files (default: $MNIST_DIR or the usual places)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the trainer's step (CUDA only; the warm-up absorbs it)")
+                        help="torch.compile the trainer's objective and Adam (CUDA only; its untimed "
+                             "first epoch absorbs the compiling)")
     parser.add_argument("--capture", action="store_true",
                         help="run each of the trainer's steps as one CUDA graph (CUDA only)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.json",
@@ -182,7 +179,7 @@ def main(argv=None) -> dict:
     # that rises or falls steadily on a shared machine affects both alike.
     started = time.perf_counter()
     first = tutorial_epochs(grey, device, args.epochs)
-    runs = [_trainer_run(images, device, args.epochs, compile=args.compile, capture=args.capture)
+    runs = [trainer_epochs(images, device, args.epochs, compile=args.compile, capture=args.capture)
             for _ in range(2)]
     ours = (runs[0][0] + runs[1][0]) / 2
     first_epoch = (runs[0][1] + runs[1][1]) / 2
@@ -199,8 +196,8 @@ def main(argv=None) -> dict:
     if args.out is not None:
         config = BenchmarkConfig(str(device), args.epochs, len(images), args.compile,
                                  args.capture)
-        meta = metadata(config, "mnist-benchmark", time.perf_counter() - started)
-        meta["command"] = " ".join(["python", "-m", "experiments.mnist.benchmark", *sys.argv[1:]])
+        meta = metadata(config, "mnist-benchmark", time.perf_counter() - started,
+                        "experiments.mnist.benchmark", argv)
         save_results(args.out, numbers, meta)
         print(f"saved {args.out}")
     return numbers

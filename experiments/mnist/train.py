@@ -278,23 +278,34 @@ def _bookkeep(counter, first_bad, bound_sum, loss, bound):
     """Count the step, note the first non-finite loss, add the bound: in place, on the device.
 
     In place because a captured graph keeps writing to the tensors it was captured with. The
-    arguments are one-element views: compiled by torch 2.13 on the CPU, an ``add_`` into a
-    0-d float64 tensor is lost (into a one-element one it is kept).
+    three running tensors have one element, not none: compiled by torch 2.13 on the CPU, an
+    ``add_`` into a 0-d float64 tensor is lost.
     """
     counter.add_(1)
     first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss), counter, first_bad))
     bound_sum.add_(bound.to(bound_sum.dtype))  # the float64 running sum of the bounds
 
 
-def _bookkeeper(compiled: bool) -> Callable:
-    """``bookkeep(counter, first_bad, bound_sum, loss, bound)`` on the 0-d tensors of a step."""
-    function = torch.compile(_bookkeep) if compiled else _bookkeep
+class _EagerFallback:
+    """``compiled(*args)``; where compiling it fails, a note and ``eager(*args)`` from then on.
 
-    def bookkeep(counter, first_bad, bound_sum, loss, bound):
-        function(counter.view(1), first_bad.view(1), bound_sum.view(1), loss.detach().view(1),
-                 bound.detach().view(1))
+    torch.compile cannot trace everything (``score_function_optimal``'s batched per-sample
+    gradients, with torch 2.13); the eager function always works.
+    """
 
-    return bookkeep
+    def __init__(self, eager: Callable, compiled: Callable | None, what: str):
+        self.eager, self.compiled, self.what = eager, compiled, what
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as error:
+                first_line = str(error).splitlines()[0][:200] if str(error) else ""
+                print(f"compile: failed for {self.what} ({type(error).__name__}: {first_line}); "
+                      "running it eagerly", file=sys.stderr)
+                self.compiled = None
+        return self.eager(*args)
 
 
 HISTORY_KEYS = ("step", "examples_seen", "epoch", "train_bound", "test_bound", "wall_seconds",
@@ -473,52 +484,31 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     if world > 1:
         step_fn = torch.nn.parallel.DistributedDataParallel(
             objective, device_ids=[device] if device.type == "cuda" else None)
-    eager_fn = step_fn
-    bookkeep = _bookkeeper(compiled=False)
 
     def optimizer_steps():
         optimizer.step()
         if nvil_optimizer is not None:
             nvil_optimizer.step()
 
-    eager_optimizer_steps = step_optimizers = optimizer_steps
-    if compiling:
-        # Fuses the objective's elementwise work, Adam's and the bookkeeping's into a few
-        # kernels; with capture, the compiled kernels are what the graph records.
-        step_fn = torch.compile(step_fn)
-        step_optimizers = torch.compile(optimizer_steps)
-        bookkeep = _bookkeeper(compiled=True)
+    # Compiled, the objective's elementwise work, Adam's and the bookkeeping's run as a few
+    # kernels; with capture, the compiled kernels are what the graph records.
+    def compiled(function):
+        return torch.compile(function) if compiling else None
+
+    run_objective = _EagerFallback(step_fn, compiled(step_fn), "the objective")
+    run_optimizers = _EagerFallback(optimizer_steps, compiled(optimizer_steps), "Adam")
+    bookkeep = _EagerFallback(_bookkeep, compiled(_bookkeep), "the bookkeeping")
     warm = False
 
     def run_step(x):
-        nonlocal step_fn, warm
-        if step_fn is eager_fn:
-            return step_fn(x)
-        if not warm:
+        nonlocal warm
+        if run_objective.compiled is not None and not warm:
             # One eager pass first fills torch.distributions' KL dispatch cache, whose first
             # lookup would otherwise split the compiled graph in five.
             with torch.no_grad(), _fork_rng(device):
                 objective(x)
             warm = True
-        try:
-            return step_fn(x)
-        except Exception as error:  # torch.compile cannot trace everything; eager always works
-            print(f"compile: failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
-                  "running eagerly", file=sys.stderr)
-            step_fn = eager_fn
-            return step_fn(x)
-
-    def run_optimizers():
-        nonlocal step_optimizers
-        if step_optimizers is eager_optimizer_steps:
-            return step_optimizers()
-        try:
-            return step_optimizers()
-        except Exception as error:  # as for the objective: eager Adam always works
-            print(f"compile: failed for Adam ({type(error).__name__}: "
-                  f"{str(error).splitlines()[0][:200]}); running it eagerly", file=sys.stderr)
-            step_optimizers = eager_optimizer_steps
-            return step_optimizers()
+        return run_objective(x)
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = len(train_data) // config.batch_size
@@ -536,7 +526,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     history = {key: [] for key in HISTORY_KEYS}
     step, wall_seconds, last_checkpoint_step = 0, 0.0, None
     epoch_generator_state = None
-    bound_sum = torch.zeros((), dtype=torch.float64, device=device)
+    bound_sum = torch.zeros(1, dtype=torch.float64, device=device)  # one element: _bookkeep
     bound_count = 0
     if resume:
         saved = load_checkpoint(checkpoint_path)
@@ -588,8 +578,8 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
         atomic_write(checkpoint_path, lambda tmp: torch.save(state, tmp))
         last_checkpoint_step = step
 
-    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-    counter = torch.full((), step, dtype=torch.int64, device=device)
+    first_bad = torch.full((1,), -1, dtype=torch.int64, device=device)
+    counter = torch.full((1,), step, dtype=torch.int64, device=device)
 
     def take_step(x):
         """One step on the minibatch x: device work only, so that a CUDA graph can hold it."""
@@ -606,12 +596,12 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                 torch.distributed.all_reduce(signal)
                 signal /= world
             nvil.update(signal)
-        bookkeep(counter, first_bad, bound_sum, loss, bound)
+        bookkeep(counter, first_bad, bound_sum, loss.detach(), bound.detach())
         return loss, bound
 
     captured = _CapturedStep(take_step, device) if capture else None
-    mode = ("compiled+captured" if capture and step_fn is not eager_fn else "captured" if capture
-            else "compiled" if step_fn is not eager_fn else "eager")
+    mode = ("compiled+captured" if capture and compiling else "captured" if capture
+            else "compiled" if compiling else "eager")
 
     def check_finite():
         bad = first_bad.clone()
@@ -692,7 +682,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                         print(f"capture: failed at step {step + 1} ({type(error).__name__}: "
                               f"{str(error).splitlines()[0][:200] if str(error) else ''}); "
                               "running eagerly", file=sys.stderr)
-                        captured, mode = None, "compiled" if step_fn is not eager_fn else "eager"
+                        captured, mode = None, "compiled" if compiling else "eager"
                         torch.cuda.synchronize(device)
                         take_step(x)
                 step += 1
@@ -721,7 +711,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
         bar.close()
         set_validation(was_validating)
         Distribution.set_default_validate_args(was_checking_args)
-    if step_fn is eager_fn and mode.startswith("compiled"):  # compiling failed: steps ran eagerly
+    if run_objective.compiled is None and mode.startswith("compiled"):  # compiling it failed
         mode = mode.removeprefix("compiled").removeprefix("+") or "eager"
     return TrainResult(vae, baseline, history, mode)
 
@@ -788,8 +778,7 @@ def main(argv=None) -> dict:
         last = {key: values[-1] for key, values in history.items() if values}
         print(json.dumps({"estimator": config.estimator, "mode": result.mode, **last}))
         if args.out is not None:
-            meta = metadata(config, "mnist-train", timer.seconds)
-            meta["command"] = " ".join(["python", "-m", "experiments.mnist.train", *sys.argv[1:]])
+            meta = metadata(config, "mnist-train", timer.seconds, "experiments.mnist.train", argv)
             save_results(args.out, {"history": history}, meta)
     return history
 
