@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -81,6 +82,25 @@ def progress(iterable: Iterable | None = None, **kwargs):
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run torch on ``threads`` CPU threads inside the block (0 or None: leave them), then
+    restore the previous count.
+
+    The studies' networks and integrands are small: a thread pool costs more than it saves on
+    them, and on a shared CPU, where its threads wait for each other, ten times more.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class Timer:

@@ -41,7 +41,7 @@ from torch.distributions import (Categorical, Distribution, Independent, Mixture
 from estimators import ESTIMATORS, EmaBaseline
 from estimators.base import ElboEstimate, check_inputs, check_log_joint
 from estimators.diagnostics import gradient_statistics, replicate_gradients
-from estimators.targets import GaussianMixtureTarget
+from estimators.targets import GaussianMixtureTarget, WithStandardPrior
 
 from .common import StudyConfig, Timer, progress, save_figure
 from .quadrature import gaussian_elbo, mixture_elbo
@@ -145,25 +145,6 @@ class ProductMixtureTarget:
 
     def log_joint(self, z: torch.Tensor) -> torch.Tensor:
         return self.log_factors(z).sum(-1)
-
-
-class WithStandardPrior:
-    """A target written as prior times likelihood, for the estimators of seed eq. (6).
-
-    p(z) = N(z; 0, I) * [p(z) / N(z; 0, I)]: the prior is the seed's section 6 standard one and
-    the "likelihood" is the rest, so log_joint is unchanged and E_q[log_likelihood] - KL(q || prior)
-    is the same ELBO; pathwise_analytic_kl integrates the Gaussian part in closed form.
-    """
-
-    def __init__(self, target, dim: int):
-        self.target = target
-        self.prior = Independent(Normal(torch.zeros(dim, dtype=DTYPE), torch.ones(dim, dtype=DTYPE)), 1)
-
-    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
-        return self.target.log_joint(z)
-
-    def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
-        return self.target.log_joint(z) - self.prior.log_prob(z)
 
 
 def gaussian_q(loc: torch.Tensor, log_scale: torch.Tensor) -> Distribution:
@@ -286,7 +267,7 @@ def gaussian_gradients(name: str, target, loc: torch.Tensor, log_scale: torch.Te
                        num_samples: int, num_replicates: int, chunk: int = 10_000) -> torch.Tensor:
     """R replicate lambda-gradients, (R, 2D): (d/dloc, d/dlog_scale), vectorised in chunks."""
     estimator = ESTIMATORS[name]
-    target = WithStandardPrior(target, loc.shape[-1])
+    target = WithStandardPrior(target, loc.shape[-1], DTYPE)
 
     def build(lam, theta):
         return target, gaussian_q(lam["loc"], lam["log_scale"])
@@ -426,7 +407,7 @@ def fit(config: Config) -> dict:
                                                  seed=config.seed)
     optimum, _ = best_gaussian(target)
     runs, dim = config.fit_runs, config.fit_dim
-    model = WithStandardPrior(target, dim)
+    model = WithStandardPrior(target, dim, DTYPE)
     rows = {}
     for name in progress(_estimator_names(config.fit_num_samples), desc="gmm-vi: fits"):
         estimator = ESTIMATORS[name]

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import ROOT, StudyConfig, atomic_write, progress, resolve_device, save_figure
+from .common import (ROOT, StudyConfig, atomic_write, progress, resolve_device, save_figure,
+                     torch_threads)
 
 NAME = "mnist-vae"
 SUMMARY = "the MNIST VAE trained with each estimator: bound vs images seen, gradient SNR, pictures"
@@ -447,14 +448,8 @@ def load_data(config: Config) -> dict:
 
 def run(config: Config, paths) -> dict:
     validate(config)
-    threads = torch.get_num_threads()
-    if config.cpu_threads:
-        # Small networks on a shared CPU: extra threads mostly wait for each other.
-        torch.set_num_threads(config.cpu_threads)
-    try:
+    with torch_threads(config.cpu_threads):
         return _run(config, paths)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: Config, paths) -> dict:

@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +38,7 @@ from estimators import ESTIMATORS
 from estimators.diagnostics import replicate_gradients
 from estimators.targets import ConjugateGaussian
 
-from .common import StudyConfig, progress, save_figure
+from .common import StudyConfig, progress, save_figure, torch_threads
 
 NAME = "seed-ideas"
 SUMMARY = ("the seed's claims one figure each: ML = KL minimisation, log p(x) = ELBO + KL, "
@@ -524,23 +523,8 @@ def single_bit(config: Config) -> dict:
             "dims": list(config.bit_dims)}
 
 
-@contextmanager
-def single_thread():
-    """Run torch on one thread inside the block, then restore the previous setting.
-
-    Every network and integrand here is small: a thread pool costs more than it saves on them,
-    and on a shared CPU, where its threads wait for each other, ten times more.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def run(config: Config, paths) -> dict:
-    with single_thread():
+    with torch_threads(1):
         return {"maximum_likelihood": maximum_likelihood(config),
                 "elbo_identity": elbo_identity(config),
                 "linear_autoencoder": linear_autoencoder(config),

@@ -41,7 +41,9 @@ settings.load_profile("project")
 
 @pytest.fixture(autouse=True)
 def _float64_and_threads():
-    previous = torch.get_default_dtype()
+    """float64 by default in every test; torch's dtype and thread count as they were after it."""
+    previous, threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+    torch.set_num_threads(threads)

@@ -21,6 +21,7 @@ from torch.distributions import kl_divergence
 from conftest import z_threshold
 from experiments import mnist_vae
 from experiments.__main__ import main
+from experiments.common import torch_threads
 from experiments.mnist import evaluate
 
 # training improves (1) + its wrong claim (1); recorded bound = fresh one (1) + wrong claim (1)
@@ -188,13 +189,9 @@ def _tiny_training(mnist, max_examples):
 
 @pytest.mark.statistical
 def test_cpu_protocol_trains_uphill_and_records_the_test_bound_it_claims(mnist):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small networks on a shared CPU: one thread is fastest
-    try:
+    with torch_threads(1):  # small networks on a shared CPU: one thread is fastest
         early, test, _ = _tiny_training(mnist, max_examples=100)
         late, _, config = _tiny_training(mnist, max_examples=0)
-    finally:
-        torch.set_num_threads(threads)
     before = _per_image_elbos(early.vae, test, 8, seed=5).mean(0)
     after = _per_image_elbos(late.vae, test, 8, seed=6).mean(0)
 

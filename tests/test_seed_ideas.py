@@ -17,7 +17,7 @@ from scipy import integrate, stats
 
 from experiments import seed_ideas as si
 from experiments.__main__ import main
-from experiments.common import load_results
+from experiments.common import load_results, torch_threads
 from conftest import z_threshold
 
 QUICK = si.Config.quick()
@@ -25,7 +25,7 @@ QUICK = si.Config.quick()
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    with si.single_thread():
+    with torch_threads(1):
         yield
 
 
