@@ -54,8 +54,6 @@ def build_config(module, args) -> object:
             raise SystemExit(f"error: {module.NAME} has no config field {key!r}; "
                              f"fields: {', '.join(fields)}")
         changes[key] = _parse_value(fields[key], value)
-    if hasattr(module, "config_from_args"):
-        changes.update(module.config_from_args(args))
     return config.replace(**changes)
 
 
@@ -118,8 +116,6 @@ def main(argv=None) -> int:
             formatter_class=argparse.RawDescriptionHelpFormatter,
             epilog=describe_fields(module.Config))
         _add_common(p)
-        if hasattr(module, "add_arguments"):
-            module.add_arguments(p)
     p_all = sub.add_parser("all", help="run every study in turn")
     _add_common(p_all)
     p_fig = sub.add_parser("figures", help="redraw every figure from saved results (no GPU, no recomputation)")
@@ -139,12 +135,6 @@ def main(argv=None) -> int:
         return 0
     chosen = studies if args.study == "all" else {args.study: studies[args.study]}
     for name, module in chosen.items():
-        if args.study == "all" and hasattr(module, "add_arguments"):
-            # Study-specific options keep their defaults when running everything.
-            defaults = argparse.ArgumentParser()
-            module.add_arguments(defaults)
-            for key, value in vars(defaults.parse_args([])).items():
-                setattr(args, key, getattr(args, key, value))
         run_study(module, build_config(module, args), paths)
     return 0
 

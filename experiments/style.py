@@ -6,7 +6,7 @@ import zlib
 
 from estimators import ESTIMATORS
 
-__all__ = ["COLORS", "EXACT", "RC_PARAMS", "color", "rc_context"]
+__all__ = ["COLORS", "RC_PARAMS", "color", "rc_context"]
 
 # matplotlib's tab10 for the registry; darker hues, far from those, for any other name.
 _REGISTRY_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -16,9 +16,6 @@ _EXTRA_PALETTE = ["#000080", "#008080", "#800000", "#4b0082", "#daa520", "#2f4f4
 
 COLORS = {name: _REGISTRY_PALETTE[i % len(_REGISTRY_PALETTE)]
           for i, name in enumerate(ESTIMATORS)}
-# Exact values (closed forms, quadrature) are drawn in black in every figure.
-EXACT = "#000000"
-COLORS["exact"] = EXACT
 
 # Shared defaults: legible at the size the figures are shown in the README.
 RC_PARAMS = {

@@ -20,7 +20,10 @@ os.environ.setdefault("EXPERIMENTS_NO_PROGRESS", "1")
 
 # The probability that the whole suite's statistical checks reject a correct implementation.
 FALSE_POSITIVE_RATE = 1e-3
-# The number of statistical checks the suite runs (a module's share is its count over this).
+# An upper bound on the number of statistical checks (tests marked ``statistical``) the suite runs;
+# each spends a 1/STATISTICAL_BUDGET share. The suite has fewer (73 when this was written), so
+# its false-positive rate is below FALSE_POSITIVE_RATE; pytest_collection_modifyitems below stops
+# a run whose marked tests outnumber the bound.
 STATISTICAL_BUDGET = 1000
 
 
@@ -31,6 +34,14 @@ def z_threshold(num_comparisons: int, share: float = 1.0 / STATISTICAL_BUDGET) -
     """
     alpha = FALSE_POSITIVE_RATE * share / num_comparisons
     return float(stats.norm.isf(alpha / 2))
+
+
+def pytest_collection_modifyitems(config, items):
+    checks = sum(1 for item in items if item.get_closest_marker("statistical"))
+    if checks > STATISTICAL_BUDGET:
+        raise pytest.UsageError(f"{checks} statistical checks exceed STATISTICAL_BUDGET = "
+                                f"{STATISTICAL_BUDGET} (tests/conftest.py): raise the budget, "
+                                "which lowers every check's share of FALSE_POSITIVE_RATE")
 
 
 # Identities: hypothesis draws parameters, deterministically and with no example database.

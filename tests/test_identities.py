@@ -118,7 +118,8 @@ def test_stl_gradient_is_zero_at_the_exact_posterior_and_pathwise_is_not(x, prio
     # Pathwise keeps the score term -grad log q(z) at fixed z: -e/sigma and 1 - e^2 (for log sigma).
     assert torch.allclose(grad_loc, -noise / scale, rtol=1e-9, atol=1e-9)
     assert torch.allclose(grad_log_scale, 1 - noise.pow(2), rtol=1e-9, atol=1e-9)
-    assert grad_loc.abs().max() > 0
+    # ... and far above the rounding bound that STL met: that bound tells the two apart.
+    assert grad_loc.abs().max() > 1e-12 * size / scale.min() ** 2
 
 
 def x_abs(values):
