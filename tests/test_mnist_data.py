@@ -113,6 +113,20 @@ def test_missing_file_and_directory_say_where_to_look(tmp_path):
         load_mnist(tmp_path, "valid")
 
 
+def test_missing_files_name_every_way_to_give_the_folder(tmp_path):
+    # The same message reaches the trainer and the benchmark (--data-dir DIR) and the mnist-vae
+    # study (--set data_dir=DIR); $MNIST_DIR works for all of them.
+    for directory in (tmp_path, tmp_path / "nowhere"):
+        with pytest.raises(MnistError) as error:
+            load_mnist(directory, "train")
+        message = str(error.value)
+        assert "\n" not in message
+        assert f"${data.MNIST_ENV}" in message
+        assert "--data-dir DIR" in message and "--set data_dir=DIR" in message
+        assert "python -m experiments mnist-vae" in message
+        assert "download(" in message
+
+
 def test_images_and_labels_must_agree(tmp_path):
     write_split(tmp_path, "train", 7, gz=False)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(6), gz=False)

@@ -1,9 +1,10 @@
 """MNIST: reading the IDX files, checking them, and holding the whole set on the device.
 
 The four files of LeCun, Cortes & Burges (``train-images-idx3-ubyte`` and so on, gzipped or not)
-are read from one directory: ``--data-dir``, else $MNIST_DIR, else the first of the places that
-:func:`default_directory` lists that exists. :func:`download` fetches them on a machine with
-internet access and checks the MD5 of the uncompressed bytes.
+are read from one directory: ``--data-dir`` (``--set data_dir=DIR`` for the mnist-vae study), else
+$MNIST_DIR, else the first of the places that :func:`default_directory` lists that exists.
+:func:`download` fetches them on a machine with internet access and checks the MD5 of the
+uncompressed bytes.
 
 :class:`DeviceDataset` keeps every image on the training device and draws each minibatch there
 (a permutation and, for dynamic binarization, the Bernoulli draws), so an epoch does no host work.
@@ -56,7 +57,10 @@ _MAGIC = {"images": 0x00000803, "labels": 0x00000801}
 
 BINARIZATIONS = ("dynamic", "fixed", "grey")
 
-_HOW = (f"pass --data-dir DIR or set ${MNIST_ENV}, or fetch the files with "
+# Every command that reads MNIST shows this: the trainer and the benchmark take --data-dir, the
+# mnist-vae study takes --set data_dir=DIR, and all of them read $MNIST_DIR.
+_HOW = (f"set ${MNIST_ENV}=DIR, or pass --data-dir DIR (python -m experiments mnist-vae: "
+        "--set data_dir=DIR), or fetch the files with "
         "python -c 'from experiments.mnist.data import download; download(\"DIR\")'")
 
 
