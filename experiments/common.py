@@ -256,19 +256,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def summary_main(name: str, summary, argv=None) -> int:
-    """``python -m experiments.MODULE [RESULTS]``: print a study's key numbers from saved results."""
+def summary_main(name: str, summary, argv=None, table=None, quick_fallback: bool = False) -> int:
+    """``python -m experiments.MODULE [RESULTS]``: print a study's key numbers from saved results.
+
+    With ``table`` (a function of a list of results), several files may be given and
+    ``table(results)`` of them all is printed; one file still prints ``summary``. With
+    ``quick_fallback``, the default file is NAME-quick.json where NAME.json does not exist.
+    """
     import argparse
 
-    default = Paths().results_file(name)
-    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name.replace('-', '_')}",
-                                     description=f"Print the key numbers of saved {name} results.")
-    parser.add_argument("results", nargs="?", type=Path, default=default,
-                        help=f"a results file written by the study (default: {default})")
-    results = parser.parse_args(argv).results
-    if not results.exists():
-        raise SystemExit(f"error: no results file {results}; run `python -m experiments {name}` first")
-    print(summary(load_results(results)))
+    default, quick = Paths().results_file(name), Paths().results_file(name + "-quick")
+    shown = f"{default}, else {quick}" if quick_fallback else f"{default}"
+    parser = argparse.ArgumentParser(
+        prog=f"python -m experiments.{name.replace('-', '_')}",
+        description=f"Print the key numbers of saved {name} results"
+                    + ("; several files give one table." if table else "."))
+    if table is None:
+        parser.add_argument("results", nargs="?", type=Path, default=None,
+                            help=f"a results file written by the study (default: {shown})")
+    else:
+        parser.add_argument("results", nargs="*", type=Path,
+                            help=f"results files written by the study (default: {shown})")
+    given = parser.parse_args(argv).results
+    files = [given] if isinstance(given, Path) else list(given or [])
+    if not files:
+        files = [quick if quick_fallback and not default.exists() and quick.exists()
+                 else default]
+    for results in files:
+        if not results.exists():
+            raise SystemExit(f"error: no results file {results}; "
+                             f"run `python -m experiments {name}` first")
+    loaded = [load_results(results) for results in files]
+    print(summary(loaded[0]) if len(loaded) == 1 else table(loaded))
     return 0
 
 

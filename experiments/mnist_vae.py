@@ -20,7 +20,9 @@ of each run's own estimator along its own run; after training, the test ELBO, L_
 (Burda et al. 2016) and the active units. The first run's model also gives samples from the
 prior, reconstructions, interpolations and latent arithmetic; a model with a 2-D latent gives the
 20 x 20 manifold of Kingma & Welling's Figure 4. Runs keep checkpoints under
-``checkpoints/mnist-vae/`` and resume from them.
+``checkpoints/mnist-vae/`` and resume from them; each run's gradient probes are kept beside its
+checkpoint with the settings they were measured with, and a resumed run refuses probes measured
+with other settings.
 """
 
 from __future__ import annotations
@@ -139,7 +141,11 @@ def settings(config: Config) -> dict:
 
 
 def validate(config: Config) -> None:
-    """Refuse, with one line naming the field and the fix, a config the study cannot run."""
+    """Refuse, with one line naming the field and the fix, a config the study cannot run.
+
+    The study's own fields are checked here; every run's trainer config (the manifold run's too)
+    goes through :meth:`TrainConfig.validate`, so nothing the trainer refuses reaches training.
+    """
     from .mnist.evaluate import estimator_for, estimator_names
 
     if config.protocol not in PROTOCOLS:
@@ -160,31 +166,34 @@ def validate(config: Config) -> None:
         raise SystemExit("error: mnist-vae: a run is named twice in estimators; name each once")
     problems = [
         (config.num_samples < 1, f"num_samples must be >= 1, got {config.num_samples}"),
-        (min(config.latent, config.batch_size, config.epochs, config.max_examples,
-             config.train_size, config.test_size, config.eval_every) < 0,
-         "latent, batch_size, epochs, max_examples, train_size, test_size and eval_every must "
-         "be >= 0 (0: the default)"),
-        (config.learning_rate <= 0, f"learning_rate must be positive, got {config.learning_rate}"),
+        (min(config.latent, config.batch_size, config.epochs) < 0,
+         "latent, batch_size and epochs must be >= 0 (0: the protocol's)"),
+        (config.test_size < 0, f"test_size must be >= 0 (0: all 10,000), got {config.test_size}"),
         (config.num_replicates < 2, f"num_replicates must be >= 2 to estimate a variance, got "
                                     f"{config.num_replicates}"),
         (config.cpu_threads < 0, f"cpu_threads must be >= 0, got {config.cpu_threads}"),
         (config.replicate_chunk < 2, f"replicate_chunk must be >= 2, got {config.replicate_chunk}"),
-        (min(config.eval_size, config.likelihood_k, config.probe_batch) < 1,
-         "eval_size, likelihood_k and probe_batch must be >= 1"),
+        (min(config.likelihood_k, config.probe_batch) < 1,
+         "likelihood_k and probe_batch must be >= 1"),
         (any(not 0 <= f <= 1 for f in config.probe_fractions),
          f"probe_fractions must lie in [0, 1], got {config.probe_fractions}"),
         (config.manifold_latent not in (0, 2),
          f"manifold_latent must be 2 (drawn as a plane) or 0 (no manifold), got "
          f"{config.manifold_latent}"),
         (config.manifold_size < 2, f"manifold_size must be >= 2, got {config.manifold_size}"),
-        (config.likelihood not in ("bernoulli", "gaussian"),
-         f"likelihood must be bernoulli or gaussian, got {config.likelihood!r}"),
-        (config.dtype not in ("float32", "float64"),
-         f"dtype must be float32 or float64, got {config.dtype!r}"),
     ]
     for failed, message in problems:
         if failed:
             raise SystemExit(f"error: mnist-vae: {message}")
+    runs = [(label, None, label) for label in config.estimators]
+    if config.manifold_latent:
+        label = config.estimators[0]
+        runs.append((label, config.manifold_latent, f"{label} (the 2-D manifold run)"))
+    for label, latent, name in runs:
+        try:
+            train_config(config, label, latent).validate()
+        except ValueError as error:  # the trainer's one-line message names the field and the fix
+            raise SystemExit(f"error: mnist-vae: run {name}: {error}") from None
 
 
 def train_config(config: Config, label: str, latent: int | None = None):
@@ -215,16 +224,12 @@ def checkpoint_path(root: Path, label: str, trainer_config) -> Path:
 
 
 def total_examples(config: Config, num_train: int) -> int:
-    """Training images each run sees: whole minibatches of every epoch, or the cap."""
-    from .mnist.train import IWAE_PASSES
+    """Training images each run sees: the trainer's steps times the batch size (every run has
+    the same steps; only the estimator differs)."""
+    from .mnist.train import total_steps
 
-    chosen = settings(config)
-    per_epoch = (num_train // chosen["batch_size"]) * chosen["batch_size"]
-    epochs = chosen["epochs"]
-    if chosen["schedule"] == "iwae":  # the trainer stops at the end of the schedule
-        epochs = min(epochs, IWAE_PASSES)
-    total = per_epoch * epochs
-    return min(total, config.max_examples) if config.max_examples else total
+    trainer_config = train_config(config, config.estimators[0])
+    return total_steps(trainer_config, num_train) * trainer_config.batch_size
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,8 +286,7 @@ def decode_images(stored: dict) -> np.ndarray:
 def decode_mean(vae, z: torch.Tensor) -> torch.Tensor:
     """The decoder's mean image for each z: pixel probabilities (Bernoulli) or grey levels."""
     z = z.to(device=next(vae.parameters()).device, dtype=next(vae.parameters()).dtype)
-    observation = vae.observation(z)
-    return observation.base_dist.mean if hasattr(observation, "base_dist") else observation.mean
+    return vae.observation(z).mean  # Independent's mean is its base distribution's
 
 
 @torch.no_grad()
@@ -336,25 +340,65 @@ def _probe_targets(config: Config, total: int) -> list[int]:
     return sorted({int(round(f * total)) for f in config.probe_fractions})
 
 
-def _measure(vae, baseline, x, labels, config, seed) -> dict:
-    """gradient_variance of each run's estimator (with its own K) on these parameters and x."""
+def _measure(vae, baseline, owner: str, x, labels, config, seed) -> dict:
+    """gradient_variance of each run's estimator (with its own K) on these parameters and x.
+
+    ``baseline`` is what the run being probed learned (the NVIL network, the EmaBaseline or
+    None) and ``owner`` that run's estimator: only the same estimator gets it, as the two kinds
+    do not fit each other. NVIL without its own network is skipped; score_function_ema without its
+    own average starts from a fresh one.
+    """
     from .mnist.evaluate import NVIL as nvil_name
     from .mnist.evaluate import gradient_variance
 
     out = {}
     for label in labels:
         name, samples = parse_run(label, config.num_samples)
+        learned = baseline if name == owner else None
         options = {}
-        if name == nvil_name and baseline is None:
+        if name == nvil_name and learned is None:
             continue  # NVIL's baseline is learned along its own run; this model has none
-        if name == "score_function_ema" and baseline is not None:
-            options = {name: {"state": baseline}}
+        if name == "score_function_ema" and learned is not None:
+            options = {name: {"state": learned}}
         stats = gradient_variance(vae, x, [name], config.num_replicates, samples,
-                                  baseline=baseline if name == nvil_name else None,
+                                  baseline=learned if name == nvil_name else None,
                                   options=options, replicate_chunk=config.replicate_chunk,
                                   seed=seed)
         out[label] = stats[name]
     return out
+
+
+def probe_settings(config: Config, measure: list[str]) -> dict:
+    """What a run's probes depend on beyond its trainer config (which names its checkpoint)."""
+    return {"runs": {label: parse_run(label, config.num_samples)[1] for label in measure},
+            "num_replicates": config.num_replicates, "replicate_chunk": config.replicate_chunk,
+            "probe_batch": config.probe_batch, "probe_fractions": list(config.probe_fractions)}
+
+
+def _saved_probes(probes_file: Path, wanted: dict, label: str, checkpoint: Path) -> list:
+    """The probes of a resumed run, refused (one line) when measured with other settings."""
+    how = (f"rerun with --set resume=false (every run afresh) or delete {checkpoint} (this run "
+           "afresh), or restore the settings it was probed with")
+    if not probes_file.exists():
+        raise SystemExit(f"error: mnist-vae: run {label}: its checkpoint has no gradient probes "
+                         f"({probes_file} is missing), so the early probes cannot be measured; "
+                         f"{how}")
+    saved = json.loads(probes_file.read_text())
+    if not isinstance(saved, dict) or "settings" not in saved:
+        raise SystemExit(f"error: mnist-vae: run {label}: {probes_file} records no probe "
+                         f"settings (an older version wrote it); {how}")
+    changed = [key for key in wanted if saved["settings"].get(key) != wanted[key]]
+    if changed:
+        what = ", ".join("estimators probed" if key == "runs" else key for key in changed)
+        raise SystemExit(f"error: mnist-vae: run {label}: its gradient probes ({probes_file}) "
+                         f"were measured with other settings ({what}); {how}")
+    return saved["probes"]
+
+
+def save_probes(probes_file: Path, recorded: dict, probes: list) -> None:
+    """The probes of one run so far, with the settings they were measured with (probe_settings)."""
+    text = json.dumps({"settings": recorded, "probes": probes})
+    atomic_write(probes_file, lambda tmp: Path(tmp).write_text(text))
 
 
 def train_one(config: Config, label: str, paths, data: dict, measure: list[str],
@@ -368,7 +412,15 @@ def train_one(config: Config, label: str, paths, data: dict, measure: list[str],
     trainer_config = dataclasses.replace(trainer_config, checkpoint=str(checkpoint))
     probes_file = checkpoint.with_suffix(".probes.json")
     resume = config.resume and checkpoint.exists()
-    probes = json.loads(probes_file.read_text()) if resume and probes_file.exists() else []
+    # The checkpoint's name hashes the trainer's settings only: the probes file records its own
+    # and a resumed run refuses probes measured otherwise.
+    wanted = probe_settings(config, measure)
+    probes = []
+    if measure:
+        if resume:
+            probes = _saved_probes(probes_file, wanted, label, checkpoint)
+        else:  # a fresh run: record the settings now, before the first checkpoint
+            save_probes(probes_file, wanted, probes)
     targets = [t for t in _probe_targets(config, data["total"])
                if all(p["examples_seen"] < t for p in probes)] if measure else []
 
@@ -377,11 +429,11 @@ def train_one(config: Config, label: str, paths, data: dict, measure: list[str],
             return
         while targets and state.examples_seen >= targets[0]:
             targets.pop(0)
-        stats = _measure(state.vae, state.baseline, data["probe_x"], measure, config,
-                         seed=config.seed + 1000)
+        stats = _measure(state.vae, state.baseline, trainer_config.estimator, data["probe_x"],
+                         measure, config, seed=config.seed + 1000)
         probes.append({"step": int(state.step), "examples_seen": int(state.examples_seen),
                        "stats": stats})
-        atomic_write(probes_file, lambda tmp: Path(tmp).write_text(json.dumps(probes)))
+        save_probes(probes_file, wanted, probes)
 
     try:
         result = train(trainer_config, train_data=data["train"], test_images=data["test"],
@@ -419,6 +471,28 @@ def final_evaluation(vae, test_images: torch.Tensor, config: Config) -> dict:
             "test_images": int(test_images.shape[0])}
 
 
+PICTURE_DIGITS = 4  # test digits of every class the pictures need (an interpolation takes the 4th)
+
+
+def _check_test_labels(config: Config, labels: torch.Tensor) -> None:
+    """Refuse, before any training, a test set without PICTURE_DIGITS digits of every class."""
+    used = labels[:config.test_size] if config.test_size else labels
+    counts = torch.bincount(used, minlength=10)
+    if counts.min() >= PICTURE_DIGITS:
+        return
+    digit = int(counts.argmin())
+    what = (f"test_size={config.test_size} holds" if config.test_size
+            else "the test files hold")
+    # The shortest prefix of the test set with enough digits of every class, if there is one.
+    if min(int((labels == d).sum()) for d in range(10)) >= PICTURE_DIGITS:
+        need = max(int(torch.nonzero(labels == d)[PICTURE_DIGITS - 1, 0]) + 1 for d in range(10))
+        fix = f"use --set test_size={need} or more (0: all)"
+    else:
+        fix = "use the full MNIST test files"
+    raise SystemExit(f"error: mnist-vae: {what} {int(counts[digit])} test digits of class "
+                     f"{digit}; the pictures need at least {PICTURE_DIGITS} of every class: {fix}")
+
+
 def load_data(config: Config) -> dict:
     """MNIST once for every run: training set and test images on the device."""
     from .mnist.data import DeviceDataset, MnistError, load_mnist
@@ -430,6 +504,7 @@ def load_data(config: Config) -> dict:
         raise SystemExit(f"error: mnist-vae: {error}") from None
     if config.train_size:
         train_uint8 = train_uint8[:config.train_size]
+    _check_test_labels(config, test_labels)
     if config.test_size:
         test_uint8, test_labels = test_uint8[:config.test_size], test_labels[:config.test_size]
     device = str(resolve_device(config.device))
@@ -438,7 +513,9 @@ def load_data(config: Config) -> dict:
     train_set = DeviceDataset(train_uint8, binarization, device, dtype, seed=config.seed)
     test_set = DeviceDataset(test_uint8, binarization, device, dtype, seed=config.seed + 1)
     test_all = test_set.evaluation_images(seed=config.seed + 1)
-    probe_set = DeviceDataset(train_uint8[:config.probe_batch], binarization, device, dtype)
+    # seed: with binarization "fixed" the probe minibatch is the training set's own draw
+    probe_set = DeviceDataset(train_uint8[:config.probe_batch], binarization, device, dtype,
+                              seed=config.seed)
     return {"train": train_set, "test": test_all[:config.eval_size], "test_all": test_all,
             "test_grey": test_uint8.reshape(len(test_uint8), -1).to(torch.float64) / 255,
             "test_labels": test_labels,
@@ -499,10 +576,14 @@ def published_curves(latent: int) -> dict:
 def scale_of(results: dict) -> dict:
     """Whether saved results are at the paper's scale: every training image and epoch of the
     protocol, no cap on images, all 10,000 test images and L_5000. Else "quick" or "reduced"."""
+    from .mnist.train import TrainConfig, total_steps
+
     data = results["data"]
     s = data["settings"]
     seen = max(data["runs"][label]["examples_seen"] for label in data["labels"])
-    full = (60_000 // s["batch_size"]) * s["batch_size"] * PROTOCOLS[data["protocol"]]["epochs"]
+    protocol = TrainConfig(batch_size=s["batch_size"], schedule=s["schedule"],
+                           epochs=PROTOCOLS[data["protocol"]]["epochs"])
+    full = total_steps(protocol, 60_000) * s["batch_size"]
     paper = (not data["quick"] and data["train_size"] == 60_000 and seen >= full
              and data["test_size"] == 10_000 and data["likelihood_k"] >= 5000)
     kind = "quick" if data["quick"] else "paper" if paper else "reduced"
@@ -521,10 +602,13 @@ def _label(run: dict) -> str:
 
 
 def _style(run: dict) -> dict:
+    """Dashed for estimators of the importance-weighted bound, solid for those of the ELBO."""
+    from .mnist.evaluate import estimator_for
     from .style import color
 
+    iwae = estimator_for(run["estimator"]).objective == "iwae"
     return {"color": color(run["estimator"]), "linewidth": 1.5,
-            "linestyle": "--" if run["estimator"] in ("iwae", "dreg") else "-"}
+            "linestyle": "--" if iwae else "-"}
 
 
 def plot(results: dict, results_path, paths) -> list:
@@ -826,28 +910,11 @@ def summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    import argparse
+    """The key numbers and the results table (Markdown) of one results file; of several
+    (paper-scale runs, one per published number), one table."""
+    from .common import summary_main
 
-    from .common import Paths, load_results
-
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.mnist_vae",
-        description="Print the key numbers and the results table (Markdown) of saved mnist-vae "
-                    "results; several files (paper-scale runs, one per published number) give "
-                    "one table.")
-    parser.add_argument("results", nargs="*", type=Path,
-                        help="results files (default: results/mnist-vae.json, else "
-                             "results/mnist-vae-quick.json)")
-    args = parser.parse_args(argv)
-    files = args.results or [next((p for p in (Paths().results_file(NAME),
-                                               Paths().results_file(NAME + "-quick"))
-                                   if p.exists()), Paths().results_file(NAME))]
-    loaded = [load_results(path) for path in files]
-    if len(loaded) == 1:
-        print(summary(loaded[0]))
-    else:
-        print(results_table(loaded))
-    return 0
+    return summary_main(NAME, summary, argv, table=results_table, quick_fallback=True)
 
 
 if __name__ == "__main__":

@@ -233,3 +233,248 @@ def test_bad_config_fails_with_one_line_naming_the_fix(tmp_path):
         main(["mnist-vae", "--quick", "--out", str(tmp_path), "--set", "protocol=nope"])
     with pytest.raises(SystemExit, match="K after ':' must be an integer"):
         main(["mnist-vae", "--quick", "--out", str(tmp_path), "--set", "estimators=iwae:x"])
+
+
+# --------------------------------------------------------------------------------------------
+# Small pieces, on random images or a tiny fake MNIST folder (no MNIST files needed)
+# --------------------------------------------------------------------------------------------
+
+
+def _small_vae(seed=0):
+    from experiments.mnist.models import VAE, Architecture
+
+    torch.manual_seed(seed)
+    return VAE(Architecture((16,), 3, "tanh"))
+
+
+def _random_images(count, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8)
+
+
+def _fake_mnist(directory, train_count=300, test_labels=None):
+    """The four IDX files, uncompressed, of random images; test labels as given (4 x 0..9)."""
+    import struct
+
+    def write(name, array):
+        array = np.ascontiguousarray(array, dtype=np.uint8)
+        header = struct.pack(f">i{array.ndim}i", 0x0800 | array.ndim, *array.shape)
+        (directory / name).write_bytes(header + array.tobytes())
+
+    test_labels = np.arange(40) % 10 if test_labels is None else np.asarray(test_labels)
+    write("train-images-idx3-ubyte", _random_images(train_count, 1).numpy())
+    write("train-labels-idx1-ubyte", np.arange(train_count) % 10)
+    write("t10k-images-idx3-ubyte", _random_images(len(test_labels), 2).numpy())
+    write("t10k-labels-idx1-ubyte", test_labels)
+    return directory
+
+
+def test_measure_gives_a_learned_baseline_only_to_the_estimator_that_trained_it():
+    from estimators import EmaBaseline
+    from experiments.mnist.train import NvilBaseline
+
+    vae = _small_vae()
+    x = torch.bernoulli(torch.full((6, 784), 0.3), generator=torch.Generator().manual_seed(1))
+    config = mnist_vae.Config(num_replicates=3, replicate_chunk=3)
+    ema = EmaBaseline()
+    ema.update(torch.tensor([-300.0]))
+    torch.manual_seed(2)
+    nvil = NvilBaseline()
+    nvil.centre.fill_(-250.0)
+
+    def reference(name, **kwargs):  # gradient_variance as the trainer's own run would call it
+        return evaluate.gradient_variance(vae, x, [name], 3, 1, replicate_chunk=3, seed=5,
+                                          **kwargs)[name]
+
+    fresh_ema = reference("score_function_ema")
+    trained_ema = reference("score_function_ema", options={"score_function_ema": {"state": ema}})
+    trained_nvil = reference(evaluate.NVIL, baseline=nvil)
+    assert trained_ema != fresh_ema  # the learned state matters, so the checks below can see it
+    for labels in (["score_function_ema", evaluate.NVIL], [evaluate.NVIL, "score_function_ema"]):
+        # No learned baseline: NVIL is skipped, score_function_ema starts from a fresh average.
+        out = mnist_vae._measure(vae, None, "pathwise", x, labels, config, seed=5)
+        assert out == {"score_function_ema": fresh_ema}
+        # The EMA run's average goes to score_function_ema only; NVIL has no network to use.
+        out = mnist_vae._measure(vae, ema, "score_function_ema", x, labels, config, seed=5)
+        assert out == {"score_function_ema": trained_ema}
+        assert ema.value.item() == -300.0  # measuring does not move the run's average
+        # The NVIL run's network goes to NVIL only; score_function_ema starts afresh.
+        out = mnist_vae._measure(vae, nvil, evaluate.NVIL, x, labels, config, seed=5)
+        assert out == {"score_function_ema": fresh_ema, evaluate.NVIL: trained_nvil}
+
+
+def _probe_data(total=200):
+    from experiments.mnist.data import DeviceDataset
+
+    test = DeviceDataset(_random_images(40, 4)).evaluation_images(seed=1)
+    return {"train": DeviceDataset(_random_images(total, 3)), "test": test[:20], "test_all": test,
+            "probe_x": DeviceDataset(_random_images(6, 5)).evaluation_images(seed=2),
+            "total": total}
+
+
+def _probe_config(**changes):
+    settings = dict(epochs=1, batch_size=50, eval_every=100, eval_size=20, likelihood_k=2,
+                    probe_fractions=(0.0, 1.0), num_replicates=3, replicate_chunk=3,
+                    cpu_threads=1)
+    return mnist_vae.Config(**{**settings, **changes})
+
+
+def test_resumed_probes_must_have_been_measured_with_the_same_settings(tmp_path):
+    from experiments.common import Paths
+
+    paths, data = Paths(root=tmp_path), _probe_data()
+    labels = ["pathwise_analytic_kl:1", "stl"]  # K given: num_samples changes stl's K only
+    config = _probe_config()
+    with torch_threads(1):
+        first, _ = mnist_vae.train_one(config, labels[0], paths, data, labels)
+        assert [p["examples_seen"] for p in first["probes"]] == [100, 200]
+        again, _ = mnist_vae.train_one(config, labels[0], paths, data, labels)
+        assert again["probes"] == first["probes"]  # resumed: the probes are read back
+        probes_file = mnist_vae.checkpoint_path(
+            tmp_path, labels[0], mnist_vae.train_config(config, labels[0])
+        ).with_suffix(".probes.json")
+        changed = [config.replace(num_replicates=4), config.replace(probe_batch=7),
+                   config.replace(probe_fractions=(0.0, 0.5, 1.0)),
+                   config.replace(replicate_chunk=2), config.replace(num_samples=2)]
+        for other in changed:  # num_samples: stl's K (its label names none)
+            with pytest.raises(SystemExit, match=r"^error: mnist-vae: run pathwise_analytic_kl:1: "
+                                                 r".*--set resume=false") as error:
+                mnist_vae.train_one(other, labels[0], paths, data, labels)
+            assert "\n" not in str(error.value)
+        with pytest.raises(SystemExit, match="--set resume=false"):  # other estimators probed
+            mnist_vae.train_one(config, labels[0], paths, data, labels[:1])
+        # A probes file of the old format (a bare list, no settings) is a mismatch too.
+        probes_file.write_text(json.dumps(first["probes"]))
+        with pytest.raises(SystemExit, match="--set resume=false"):
+            mnist_vae.train_one(config, labels[0], paths, data, labels)
+        # So is a resumed checkpoint that should have probes and has no probes file.
+        probes_file.unlink()
+        with pytest.raises(SystemExit, match="--set resume=false"):
+            mnist_vae.train_one(config, labels[0], paths, data, labels)
+        # resume=false trains afresh and records the new settings.
+        fresh = config.replace(num_replicates=4, resume=False)
+        record, _ = mnist_vae.train_one(fresh, labels[0], paths, data, labels)
+        assert [p["examples_seen"] for p in record["probes"]] == [100, 200]
+        resumed, _ = mnist_vae.train_one(fresh.replace(resume=True), labels[0], paths, data,
+                                         labels)
+        assert resumed["probes"] == record["probes"]
+
+
+def test_study_counts_the_images_the_trainer_runs():
+    from experiments.mnist.train import TrainConfig, total_steps, train
+
+    # 130 images is not a whole number of minibatches of 50: the trainer runs 3 steps, 150 images.
+    config = _probe_config(max_examples=130)
+    data = _probe_data()
+    assert mnist_vae.total_examples(config, len(data["train"])) == 150
+    trainer_config = mnist_vae.train_config(config, "pathwise_analytic_kl")
+    with torch_threads(1):
+        result = train(trainer_config, train_data=data["train"], test_images=data["test"])
+    assert result.history["examples_seen"][-1] == 150 == total_steps(trainer_config, 200) * 50
+    # The iwae schedule ends after its 3280 passes, whatever epochs says.
+    burda = TrainConfig(schedule="iwae", epochs=5000, batch_size=20)
+    assert total_steps(burda, 60_000) == 3280 * 3000
+    assert total_steps(burda.replace(max_examples=41), 60_000) == 3
+    assert mnist_vae.total_examples(mnist_vae.Config(protocol="burda", epochs=5000), 60_000) \
+        == 3280 * 60_000
+
+
+def test_fixed_binarization_probes_a_minibatch_of_the_training_data(tmp_path):
+    folder = _fake_mnist(tmp_path)
+    config = mnist_vae.Config(binarization="fixed", seed=1, data_dir=str(folder), probe_batch=10)
+    data = mnist_vae.load_data(config)
+    assert torch.equal(data["probe_x"], data["train"].data[:10])
+
+
+def test_trainer_settings_are_checked_before_any_run(tmp_path):
+    folder = _fake_mnist(tmp_path)
+    for setting, needle in (("binarization=otsu", "binarization must be one of"),
+                            ("learning_rate=nan", "learning_rate must be a positive number")):
+        with pytest.raises(SystemExit, match=r"^error: mnist-vae: run pathwise_analytic_kl: "
+                                             + needle) as error:
+            main(["mnist-vae", "--quick", "--out", str(tmp_path), "--set",
+                  f"data_dir={folder}", "--set", setting])
+        assert "\n" not in str(error.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_test_set_too_small_for_the_pictures_fails_before_training(tmp_path):
+    # Four of every class among the first 44 test labels, not among the first 20.
+    labels = np.concatenate([np.arange(20) % 10, [0] * 4, np.arange(20) % 10])
+    folder = _fake_mnist(tmp_path, test_labels=labels)
+    base = ["mnist-vae", "--quick", "--out", str(tmp_path), "--set", f"data_dir={folder}",
+            *TINY, "--set", "estimators=pathwise_analytic_kl", "--set", "manifold_latent=0"]
+    with pytest.raises(SystemExit, match=r"^error: mnist-vae: test_size=20 .* 4 of every "
+                                         r"class.*test_size=44") as error:
+        main([*base, "--set", "test_size=20"])
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "checkpoints").exists()
+    with pytest.raises(SystemExit, match="test_size must be >= 0"):
+        main([*base, "--set", "test_size=-1"])
+    config = mnist_vae.Config(data_dir=str(folder), test_size=44, eval_size=10)
+    assert mnist_vae.load_data(config)["test_all"].shape[0] == 44
+
+
+def test_summary_main_reads_several_files_and_falls_back_to_the_quick_one(tmp_path, capsys,
+                                                                          monkeypatch):
+    from experiments import common
+
+    real_paths = common.Paths
+    monkeypatch.setattr(common, "Paths", lambda: real_paths(root=tmp_path))
+    for stem in ("study-quick", "a", "b"):
+        common.save_results(tmp_path / "results" / f"{stem}.json", {"value": stem}, {})
+
+    def summary(results):
+        return "one " + results["data"]["value"]
+
+    def table(files):
+        return "table " + " ".join(r["data"]["value"] for r in files)
+
+    assert common.summary_main("study", summary, [], table=table, quick_fallback=True) == 0
+    assert capsys.readouterr().out == "one study-quick\n"
+    files = [str(tmp_path / "results" / f"{stem}.json") for stem in ("a", "b")]
+    assert common.summary_main("study", summary, files, table=table) == 0
+    assert capsys.readouterr().out == "table a b\n"
+    assert common.summary_main("study", summary, files[:1], table=table) == 0
+    assert capsys.readouterr().out == "one a\n"
+    # Without the fallback the default is results/study.json alone, as before.
+    with pytest.raises(SystemExit, match="no results file .*study.json"):
+        common.summary_main("study", summary, [])
+
+
+def test_main_prints_one_summary_or_one_table_of_several_files(capsys):
+    from experiments.common import ROOT, load_results
+
+    committed = ROOT / "results" / "mnist-vae-quick.json"
+    if not committed.exists():
+        pytest.skip("no committed results/mnist-vae-quick.json")
+    results = load_results(committed)
+    assert mnist_vae.main([str(committed)]) == 0
+    assert capsys.readouterr().out.strip() == mnist_vae.summary(results)
+    assert mnist_vae.main([str(committed), str(committed)]) == 0
+    assert capsys.readouterr().out.strip() == mnist_vae.results_table([results, results])
+
+
+def test_dashed_lines_follow_the_registry_objective(monkeypatch):
+    import dataclasses as dc
+
+    import estimators
+
+    monkeypatch.setitem(estimators.ESTIMATORS, "iwae_copy",
+                        dc.replace(estimators.ESTIMATORS["iwae"], name="iwae_copy"))
+    assert mnist_vae._style({"estimator": "iwae_copy"})["linestyle"] == "--"
+    assert mnist_vae._style({"estimator": "dreg"})["linestyle"] == "--"
+    for name in ("pathwise", "score_function", evaluate.NVIL):
+        assert mnist_vae._style({"estimator": name})["linestyle"] == "-"
+
+
+def test_decode_mean_is_the_decoders_mean():
+    from experiments.mnist.models import VAE, Architecture
+
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for likelihood in ("bernoulli", "gaussian"):
+        torch.manual_seed(0)
+        vae = VAE(Architecture((16,), 3, "tanh"), likelihood=likelihood)
+        out = vae.decoder(z.to(next(vae.parameters()).dtype)).detach()
+        expected = torch.sigmoid(out) if likelihood == "bernoulli" else out
+        assert torch.allclose(mnist_vae.decode_mean(vae, z), expected, atol=1e-6)

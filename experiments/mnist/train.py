@@ -58,7 +58,8 @@ from .data import BINARIZATIONS, DeviceDataset, MnistError, load_mnist
 from .models import ARCHITECTURES, VAE
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "TrainingDiverged", "train",
-           "iwae_schedule", "learning_rate_at", "NvilBaseline", "load_checkpoint", "main"]
+           "total_steps", "iwae_schedule", "learning_rate_at", "NvilBaseline", "load_checkpoint",
+           "main"]
 
 SCHEDULES = ("constant", "iwae")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -320,6 +321,19 @@ def iwae_schedule(base: float = 1e-3) -> list[tuple[int, float]]:
 IWAE_PASSES = sum(passes for passes, _ in iwae_schedule())  # 3280: the whole schedule
 
 
+def total_steps(config: TrainConfig, num_train_images: int) -> int:
+    """The steps :func:`train` takes on ``num_train_images`` images: every whole minibatch of each
+    epoch (an epoch drops its last partial one) for ``epochs`` passes, at most the iwae schedule's,
+    or ceil(max_examples / batch_size) steps if that is fewer (the last minibatch is whole)."""
+    epochs = config.epochs
+    if config.schedule == "iwae":  # the schedule ends after its passes
+        epochs = min(epochs, IWAE_PASSES)
+    steps = epochs * (num_train_images // config.batch_size)
+    if config.max_examples:
+        steps = min(steps, math.ceil(config.max_examples / config.batch_size))
+    return steps
+
+
 def learning_rate_at(config: TrainConfig, epoch: int) -> float:
     """The learning rate of the (0-based) epoch."""
     if config.schedule == "constant":
@@ -512,12 +526,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = len(train_data) // config.batch_size
-    epochs = config.epochs
-    if config.schedule == "iwae":
-        epochs = min(epochs, IWAE_PASSES)
-    total_steps = epochs * steps_per_epoch
-    if config.max_examples:
-        total_steps = min(total_steps, math.ceil(config.max_examples / config.batch_size))
+    last_step = total_steps(config, len(train_data))
     eval_every = config.eval_every or steps_per_epoch * config.batch_size
     checkpoint_path = Path(config.checkpoint) if config.checkpoint else None
     shard = config.batch_size // world
@@ -648,11 +657,11 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     was_validating, was_checking_args = validation_enabled(), Distribution._validate_args
     set_validation(False)
     Distribution.set_default_validate_args(False)
-    bar = progress(total=total_steps, initial=step, desc=f"train {config.estimator}",
+    bar = progress(total=last_step, initial=step, desc=f"train {config.estimator}",
                    **({"disable": True} if rank != 0 else {}))
     try:
         objective.train()
-        while step < total_steps:
+        while step < last_step:
             epoch, skip = divmod(step, steps_per_epoch)
             if skip:  # resumed mid-epoch: redraw this epoch's permutation, then replay below
                 generator.set_state(epoch_generator_state)
@@ -691,7 +700,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
                 evaluation_due = (step * config.batch_size // eval_every
                                   > (step - 1) * config.batch_size // eval_every)
                 checkpoint_due = (config.checkpoint_every and step % config.checkpoint_every == 0)
-                last = step == total_steps
+                last = step == last_step
                 if evaluation_due or checkpoint_due or last or step % 100 == 0:
                     synchronise()
                     wall_seconds += time.perf_counter() - started
