@@ -57,7 +57,10 @@ def per_sample_score_norms(log_q: torch.Tensor, params: list[torch.Tensor]) -> t
 
     One batched backward pass (``is_grads_batched``) gives the S per-sample scores with respect
     to the tensors ``params`` that q was built from. A parameter whose leading dimensions match
-    the batch contributes per batch entry; any other is summed whole and broadcast.
+    the batch, or broadcast to it (size 1 where the batch is larger: shared along that dimension
+    only), contributes per batch entry and is broadcast along its size-1 dimensions; any other is
+    summed whole and broadcast. So a scale_tril of shape (R, 1, D, D) under a batch (R, B) counts
+    per replicate r, and replicates stay independent.
     """
     num_samples, batch_shape = log_q.shape[0], log_q.shape[1:]
     eye = torch.eye(num_samples, dtype=log_q.dtype, device=log_q.device)
@@ -73,7 +76,9 @@ def per_sample_score_norms(log_q: torch.Tensor, params: list[torch.Tensor]) -> t
         if grad is None:
             continue
         squared = grad.detach().pow(2)
-        if squared.shape[1:leading] == batch_shape:  # one parameter per batch entry
+        head = squared.shape[1:leading]
+        if len(head) == len(batch_shape) and all(h in (1, b) for h, b in zip(head, batch_shape)):
+            # One parameter per batch entry, or per entry of the dimensions that are not 1.
             total = total + squared.reshape(*squared.shape[:leading], -1).sum(-1)
         else:  # shared by every batch entry
             total = total + squared.reshape(num_samples, -1).sum(-1).reshape(

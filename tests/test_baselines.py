@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from torch.distributions import Independent, Normal
+from torch.distributions import Independent, MultivariateNormal, Normal
 
 from estimators.baselines import per_sample_score_norms
 
@@ -43,4 +43,36 @@ def test_per_sample_score_norms_match_a_loop(batch_shape, which):
                            for row in log_q]).pow(2).reshape(4, *[1] * len(batch_shape))
               if which in ("log_scale", "both") else 0)
     expected = torch.zeros_like(norms) + per_entry + shared
+    torch.testing.assert_close(norms, expected, rtol=1e-12, atol=0)
+
+
+def test_a_parameter_shared_within_each_replicate_counts_per_replicate():
+    """scale_tril of shape (R, 1, D, D) under a batch (R, B): broadcast to, not equal to, the batch.
+
+    Replicate r's entries share scale_tril[r], so each counts ||d/dscale_tril[r] of replicate
+    r's summed log q||^2, and no other replicate's; it used to be summed over every replicate,
+    which tied the replicates together.
+    """
+    replicates, batch, dim, num_samples = 3, 4, 2, 5
+    generator = torch.Generator().manual_seed(5)
+    loc = torch.randn(replicates, batch, dim, generator=generator, dtype=torch.float64,
+                      requires_grad=True)
+    lower = torch.randn(replicates, 1, dim, dim, generator=generator, dtype=torch.float64)
+    lower = lower.tril(-1) + torch.diag_embed(1 + torch.rand(replicates, 1, dim,
+                                                             generator=generator,
+                                                             dtype=torch.float64))
+    scale_tril = lower.requires_grad_(True)
+    q = MultivariateNormal(loc, scale_tril=scale_tril)
+    assert q.batch_shape == (replicates, batch)
+    torch.manual_seed(6)
+    log_q = q.log_prob(q.sample((num_samples,)))
+    norms = per_sample_score_norms(log_q, [loc, scale_tril])
+    # The truth, one replicate at a time: loc per entry (a loop), scale_tril[r] from the gradient
+    # of replicate r's own summed log q, counted for each of its entries.
+    expected = _looped_norms(log_q, [loc])
+    for k in range(num_samples):
+        for r in range(replicates):
+            (grad,) = torch.autograd.grad(log_q[k, r].sum(), scale_tril, retain_graph=True)
+            assert grad[torch.arange(replicates) != r].abs().max() == 0  # r's own block only
+            expected[k, r] += grad[r].pow(2).sum()
     torch.testing.assert_close(norms, expected, rtol=1e-12, atol=0)
