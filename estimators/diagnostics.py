@@ -5,26 +5,89 @@ entries of q are independent problems, one backward pass of the summed surrogate
 independent gradient estimates, with no Python loop over replicates. The parameters of q (lambda
 in the seed) are reported apart from the model's (theta): section 5 of the seed shows their
 gradients are different problems, and their variances differ by orders of magnitude.
+
+The VAE studies (experiments.gmm_vae and experiments.mnist) probe their networks' gradients with
+the same few helpers, kept here so that neither study imports the other: the name of NVIL's
+estimator, the options of a measurement that must not touch training's state, the replicated
+network (:func:`replicated_vae_build`) and the summary of one group of parameters.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+from torch.func import functional_call, vmap
 
+from . import ESTIMATORS
 from .base import ElboEstimate
+from .baselines import EmaBaseline
 
 __all__ = [
+    "NVIL",
+    "estimator_names",
+    "estimator_for",
+    "probe_options",
     "batch_mean",
+    "replicated_vae_build",
     "ReplicateGradients",
     "ParameterStatistics",
+    "chunk_sizes",
     "replicate_gradients",
     "gradient_statistics",
+    "group_summary",
     "diagnose",
 ]
+
+# The score function with NVIL's learned, input-dependent baseline b(x) (Mnih & Gregor 2014): the
+# registry's score_function given ``baseline=b(x)``, a tensor of shape (B,).
+NVIL = "score_function+nvil"
+
+
+def estimator_names() -> list[str]:
+    """Every registry name, then NVIL's."""
+    return [*ESTIMATORS, NVIL]
+
+
+def estimator_for(name: str):
+    """The registry entry behind ``name`` (NVIL is the score function with a baseline)."""
+    if name == NVIL:
+        return ESTIMATORS["score_function"]
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; choose from {', '.join(estimator_names())}")
+    return ESTIMATORS[name]
+
+
+def probe_options(name: str, x: torch.Tensor, options: Mapping | None = None,
+                  baseline=None) -> dict:
+    """The options of estimator ``name`` for measuring gradients on the minibatch ``x``.
+
+    NVIL's baseline (``baseline``, else ``options["baseline"]``: a network b(x) or a tensor of
+    shape (B,)) is used detached, so that measuring does not train it. score_function_ema's
+    ``state`` is copied, so that measuring does not move training's running average.
+    """
+    options = dict(options or {})
+    if name == NVIL:
+        baseline = options.get("baseline") if baseline is None else baseline
+        if baseline is None:
+            raise ValueError(f"{NVIL} needs baseline=: a network b(x) or a tensor of shape (B,)")
+        value = baseline(x) if callable(baseline) and not torch.is_tensor(baseline) else baseline
+        value = value.detach().reshape(-1).to(dtype=x.dtype)
+        if value.shape[0] != x.shape[0]:
+            raise ValueError(f"{NVIL}: baseline has {value.shape[0]} values for a minibatch of "
+                             f"{x.shape[0]} inputs")
+        options["baseline"] = value
+    elif name == "score_function_ema":
+        # One state even when none is given (score_function_ema would make its own per call):
+        # the chunks of a chunked measurement share it, each moving it for the next, as they
+        # always have; the numbers of chunked runs depend on that.
+        options["state"] = copy.deepcopy(options.get("state") or EmaBaseline())
+    return options
 
 
 def batch_mean(estimator: Callable) -> Callable:
@@ -39,6 +102,70 @@ def batch_mean(estimator: Callable) -> Callable:
         return ElboEstimate(result.elbo.mean(-1), result.surrogate.mean(-1))
 
     return estimate
+
+
+class _Posterior(nn.Module):
+    """q(z | x)'s tensors, so that :func:`functional_call` can swap the encoder's weights."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x):
+        q = self.vae.posterior(x)
+        return q.base_dist.loc, q.base_dist.scale
+
+
+class _LogLikelihood(nn.Module):
+    """log p(x | z) under swappable decoder weights."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z, x):
+        return self.vae.bind(x).log_likelihood(z)
+
+
+class _ReplicatedModel:
+    """R decoders, one per replicate: samples (S, R, B, D) -> log densities (S, R, B)."""
+
+    def __init__(self, vae: nn.Module, x: torch.Tensor, theta: Mapping[str, torch.Tensor]):
+        self.plain = vae.bind(x)  # the prior, which has no replicated parameters
+        wrapper = _LogLikelihood(vae)
+        self._params = {f"vae.{n}": p for n, p in theta.items()}
+        # Replicate r's decoder sees z[:, r] only: vmap over the parameters' and z's R axes.
+        self._run = vmap(lambda p, z: functional_call(wrapper, p, (z, x)), in_dims=(0, 1),
+                         out_dims=1)
+
+    @property
+    def prior(self):
+        return self.plain.prior
+
+    def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        return self._run(self._params, z)
+
+    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        return self.prior.log_prob(z) + self.log_likelihood(z)
+
+
+def replicated_vae_build(vae: nn.Module, x: torch.Tensor):
+    """``build`` for :func:`replicate_gradients` on a VAE and a minibatch ``x`` (B, data).
+
+    ``vae.posterior(x)`` must return an Independent Normal and ``vae.bind(x)`` a model with
+    ``prior`` and ``log_likelihood(z)``; parameters are named as in ``vae.named_parameters()``.
+    Each arrives with a leading dimension R; :func:`torch.func.vmap` over it runs R encoders on
+    the same x (q gets batch shape (R, B)) and R decoders, replicate r's on z[:, r], so one
+    backward pass gives R independent gradients.
+    """
+    posterior = _Posterior(vae)
+
+    def build(lam, theta):
+        params = {f"vae.{n}": p for n, p in lam.items()}
+        loc, scale = vmap(lambda p: functional_call(posterior, p, (x,)))(params)
+        return _ReplicatedModel(vae, x, theta), Independent(Normal(loc, scale), 1)
+
+    return build
 
 
 @dataclass
@@ -58,6 +185,26 @@ def _replicate(params: Mapping[str, torch.Tensor], num_replicates: int) -> dict[
     }
 
 
+def chunk_sizes(total: int, chunk: int | None) -> list[int]:
+    """The replicates of each vectorised pass, in order: ``chunk`` at a time, never one alone.
+
+    Each is ``chunk`` (the last the rest) except where that would leave a single replicate: then
+    that pass takes one fewer, or, with ``chunk`` 2, one more (an odd total ends with a 3).
+    """
+    if chunk is not None and chunk < 2:
+        raise ValueError(f"chunk must be >= 2 (no pass may hold a single replicate), got {chunk}")
+    if chunk is None or chunk >= total:
+        return [total]
+    sizes, remaining = [], total
+    while remaining > 0:
+        size = min(chunk, remaining)
+        if remaining - size == 1:  # a last pass of one replicate: take it here instead
+            size = size - 1 if size > 2 else size + 1
+        sizes.append(size)
+        remaining -= size
+    return sizes
+
+
 def replicate_gradients(
     estimator: Callable,
     build: Callable,
@@ -66,17 +213,41 @@ def replicate_gradients(
     *,
     num_replicates: int,
     num_samples: int,
+    chunk: int | None = None,
+    on_chunk: Callable[[int], None] | None = None,
     **options,
 ) -> ReplicateGradients:
-    """Draw ``num_replicates`` independent gradient estimates in one vectorised pass.
+    """Draw ``num_replicates`` independent gradient estimates in one vectorised pass (or chunks).
 
     ``build(lambda_params, theta_params) -> (model, q)`` receives each parameter with a leading
     dimension R (one copy per replicate, each a leaf that requires grad) and must return a q whose
     batch shape starts with R and a model that broadcasts its parameters against samples of shape
     (num_samples, R, ..., D).
+
+    ``chunk`` bounds memory: the replicates are then drawn in passes of at most ``chunk`` (sizes
+    from :func:`chunk_sizes`), one after the other, and concatenated in order; ``on_chunk(size)``
+    is called after each pass (a progress bar's ``update``). The estimator gets the same
+    ``options`` in every pass.
     """
     if num_replicates < 2:
         raise ValueError(f"num_replicates must be >= 2 to estimate a variance, got {num_replicates}")
+    parts = []
+    for size in chunk_sizes(num_replicates, chunk):
+        parts.append(_one_pass(estimator, build, lambda_params, theta_params, size, num_samples,
+                               options))
+        if on_chunk is not None:
+            on_chunk(size)
+    if len(parts) == 1:
+        return parts[0]
+    return ReplicateGradients(
+        elbo=torch.cat([p.elbo for p in parts]),
+        lambda_={n: torch.cat([p.lambda_[n] for p in parts]) for n in parts[0].lambda_},
+        theta={n: torch.cat([p.theta[n] for p in parts]) for n in parts[0].theta},
+    )
+
+
+def _one_pass(estimator, build, lambda_params, theta_params, num_replicates, num_samples,
+              options) -> ReplicateGradients:
     lam = _replicate(lambda_params, num_replicates)
     theta = _replicate(theta_params or {}, num_replicates)
     model, q = build(lam, theta)
@@ -127,6 +298,8 @@ def gradient_statistics(grads: torch.Tensor, exact: torch.Tensor | None = None) 
     deviations, so its standard error is their standard deviation over sqrt(R); the SNR
     |mean| / sd (Rainforth et al. 2018) gets a delta-method error from the first three moments.
     """
+    # The rounding floor below is that of the gradients' own precision, not of the float64 copy.
+    eps = torch.finfo(grads.dtype if grads.dtype.is_floating_point else torch.float64).eps
     grads = grads.detach().to(torch.float64)
     count = grads.shape[0]
     mean = grads.mean(0)
@@ -155,9 +328,35 @@ def gradient_statistics(grads: torch.Tensor, exact: torch.Tensor | None = None) 
         stats.bias = mean - exact
         stats.bias_se = mean_se
         # A deterministic gradient has se = 0: count a bias within rounding error as zero.
-        rounding = 64 * torch.finfo(grads.dtype).eps * (exact.abs() + mean.abs()) + tiny
+        rounding = 64 * eps * (exact.abs() + mean.abs()) + tiny
         stats.z = stats.bias / torch.maximum(mean_se, rounding)
     return stats
+
+
+def group_summary(grads: Mapping[str, torch.Tensor]) -> dict:
+    """Total variance and mean SNR of one group of parameters, each with its standard error.
+
+    ``grads`` maps names to replicate gradients (leading dimension R), e.g. the encoder's
+    (:attr:`ReplicateGradients.lambda_`); they are flattened into one vector per replicate.
+    """
+    flat = torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], -1)
+    stats = gradient_statistics(flat)
+    # A parameter with an exactly zero gradient from every replicate (the weights of an
+    # always-blank MNIST pixel) carries no signal and no noise: the SNR averages over the
+    # parameters that vary.
+    varying = stats.variance > 0
+    count = int(varying.sum().item())
+    snr = stats.snr[varying]
+    snr_se = stats.snr_se[varying]
+    return {
+        "total_variance": stats.total_variance.item(),
+        "total_variance_se": stats.total_variance_se.item(),
+        "mean_snr": snr.mean().item() if count else float("nan"),
+        "mean_snr_se": (snr_se.pow(2).sum().sqrt() / count).item() if count else float("nan"),
+        "squared_norm_of_mean": stats.mean.pow(2).sum().item(),
+        "num_parameters": flat.shape[1],
+        "num_varying": count,
+    }
 
 
 def diagnose(

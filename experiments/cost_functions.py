@@ -212,9 +212,12 @@ def normal_q(loc: torch.Tensor, scale: torch.Tensor):
     return Independent(Normal(loc, scale), 1)
 
 
-def replicate(name: str, cost: Cost, k: np.ndarray, config: Config,
-              num_replicates: int) -> dict[str, torch.Tensor]:
-    """``num_replicates`` gradient estimates of E_q[f] by estimator ``name``: {param: (R, P)}."""
+def replicate(name: str, cost: Cost, k: np.ndarray, config: Config, num_replicates: int,
+              on_chunk=None) -> dict[str, torch.Tensor]:
+    """``num_replicates`` gradient estimates of E_q[f] by estimator ``name``: {param: (R, P)}.
+
+    Drawn ``config.chunk`` at a time; ``on_chunk(size)`` is called after each pass.
+    """
     k_tensor = torch.as_tensor(k, dtype=DTYPE).unsqueeze(-1)
     start = {"loc": torch.full_like(k_tensor, config.loc),
              "scale": torch.full_like(k_tensor, config.scale)}
@@ -224,27 +227,18 @@ def replicate(name: str, cost: Cost, k: np.ndarray, config: Config,
         return ExpectedCost(cost, k_tensor, q), q
 
     grads = replicate_gradients(ESTIMATORS[name], build, start, num_replicates=num_replicates,
-                                num_samples=NUM_SAMPLES)
+                                num_samples=NUM_SAMPLES, chunk=config.chunk, on_chunk=on_chunk)
     return {p: grads.lambda_[p].squeeze(-1) for p in PARAMETERS}
 
 
 def measure(name: str, cost: Cost, k: np.ndarray, config: Config, exact_gradient: np.ndarray,
             bar=None) -> dict:
     """Mean and K x variance, with standard errors, of R estimates per k and parameter."""
-    parts = {p: [] for p in PARAMETERS}
-    remaining = config.num_replicates
-    while remaining > 0:
-        size = min(config.chunk, remaining)
-        if remaining - size == 1:  # a last chunk of one replicate cannot be replicated
-            size -= 1
-        for p, g in replicate(name, cost, k, config, size).items():
-            parts[p].append(g)
-        remaining -= size
-        if bar is not None:
-            bar.update(size)
+    grads = replicate(name, cost, k, config, config.num_replicates,
+                      on_chunk=None if bar is None else bar.update)
     row = {}
     for i, p in enumerate(PARAMETERS):
-        stats = gradient_statistics(torch.cat(parts[p]), torch.as_tensor(exact_gradient[:, i]))
+        stats = gradient_statistics(grads[p], torch.as_tensor(exact_gradient[:, i]))
         row[p] = {
             "mean": stats.mean, "mean_se": stats.mean_se, "bias_z": stats.z,
             "variance": NUM_SAMPLES * stats.variance,

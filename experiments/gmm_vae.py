@@ -20,7 +20,6 @@ then :func:`estimators.diagnostics.replicate_gradients`); the learned density; t
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -28,18 +27,20 @@ import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Independent, Normal
-from torch.func import functional_call, vmap
 
-from estimators import ESTIMATORS, EmaBaseline
+from estimators import EmaBaseline
 from estimators.base import log_mean_exp
-from estimators.diagnostics import batch_mean, gradient_statistics, replicate_gradients
+# The probing helpers shared with experiments.mnist (NVIL's name, the measurement's options, the
+# replicated network, the summary of a group of parameters).
+from estimators.diagnostics import (NVIL, batch_mean, estimator_for, estimator_names,
+                                    group_summary, probe_options, replicate_gradients,
+                                    replicated_vae_build)
 from estimators.targets import GaussianMixtureTarget
 
 from .common import StudyConfig, Timer, progress, save_figure
 
 NAME = "gmm-vae"
 SUMMARY = "a 2-D VAE on eight Gaussians trained with every estimator: ELBO, gradient SNR, density"
-NVIL = "score_function+nvil"
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,6 @@ class Config(StudyConfig):
                    diagnostic_fractions=(0.0, 0.25, 1.0), num_replicates=64,
                    likelihood_num_samples=64, grid_size=50, density_prior_samples=2048,
                    latent_points=500)
-
-
-def all_names() -> list[str]:
-    return [*ESTIMATORS, NVIL]
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,9 +129,8 @@ def standard_prior(latent_dim: int, like: torch.Tensor) -> Independent:
 class BoundVAE:
     """The VAE with its minibatch x (B, 2) fixed: the ``model`` argument of every estimator.
 
-    ``log_joint(z)`` maps z of shape (S, B, latent) to (S, B); ``decode`` may be any function of z
-    that returns the decoder mean, which lets replicated parameters slot in (see
-    :func:`replicated_build`).
+    ``log_joint(z)`` maps z of shape (S, B, latent) to (S, B); ``decode`` is the decoder network
+    (any function of z that returns the decoder mean).
     """
 
     def __init__(self, x, decode, log_scale, latent_dim):
@@ -154,39 +150,9 @@ class BoundVAE:
         return self.prior.log_prob(z) + self.log_likelihood(z)
 
 
-def replicated_build(vae: GaussianVAE, x: torch.Tensor):
-    """``build`` for :func:`replicate_gradients`: each of R parameter copies is its own network.
-
-    Parameters arrive with a leading dimension R; :func:`torch.func.vmap` over that dimension runs
-    R encoders on x (q gets batch shape (R, B)) and R decoders on z of shape (S, R, B, latent)
-    (each decoder on its own slice), so one backward pass gives R independent gradients.
-    """
-
-    def build(lam, theta):
-        encoder = {n.removeprefix("encoder."): p for n, p in lam.items()}
-        decoder = {n.removeprefix("decoder."): p for n, p in theta.items()
-                   if n != "decoder_log_scale"}
-        output = vmap(lambda params: functional_call(vae.encoder, params, (x,)))(encoder)
-        q = posterior_from_output(output)
-
-        def decode(z):  # (S, R, B, latent) -> (S, R, B, data)
-            run = vmap(lambda params, z_r: functional_call(vae.decoder, params, (z_r,)),
-                       in_dims=(0, 1), out_dims=1)
-            return run(decoder, z)
-
-        log_scale = theta["decoder_log_scale"][:, None, :]  # (R, 1, data): broadcasts over B
-        return BoundVAE(x, decode, log_scale, vae.latent_dim), q
-
-    return build
-
-
 # --------------------------------------------------------------------------------------------
 # Training and measurements
 # --------------------------------------------------------------------------------------------
-
-
-def estimator_for(name: str):
-    return ESTIMATORS["score_function" if name == NVIL else name]
 
 
 @torch.no_grad()
@@ -226,29 +192,18 @@ def prior_density(vae: GaussianVAE, x: torch.Tensor, num_samples: int, chunk: in
 
 
 def probe(name: str, vae: GaussianVAE, x: torch.Tensor, config: Config, options: dict) -> dict:
-    """Variance and SNR of encoder and decoder gradients from R replicates, one vectorised pass."""
-    if name == NVIL:
-        options = {"baseline": options["baseline"].detach()}
-    elif name == "score_function_ema":
-        options = {"state": copy.deepcopy(options["state"])}  # probing must not move training's
+    """Variance and SNR of encoder and decoder gradients from R replicates, one vectorised pass.
+
+    NVIL's baseline is used detached and the EMA state copied: probing must not move training's
+    (:func:`estimators.diagnostics.probe_options`).
+    """
+    options = probe_options(name, x, options)
     lam = {n: p.detach() for n, p in vae.encoder_parameters().items()}
     theta = {n: p.detach() for n, p in vae.decoder_parameters().items()}
-    grads = replicate_gradients(batch_mean(estimator_for(name)), replicated_build(vae, x), lam,
-                                theta, num_replicates=config.num_replicates,
+    grads = replicate_gradients(batch_mean(estimator_for(name)), replicated_vae_build(vae, x),
+                                lam, theta, num_replicates=config.num_replicates,
                                 num_samples=config.num_samples, **options)
-    out = {}
-    for group, by_name in (("encoder", grads.lambda_), ("decoder", grads.theta)):
-        flat = torch.cat([g.reshape(g.shape[0], -1) for g in by_name.values()], -1)
-        stats = gradient_statistics(flat)
-        count = stats.snr.numel()
-        out[group] = {
-            "total_variance": stats.total_variance.item(),
-            "total_variance_se": stats.total_variance_se.item(),
-            "mean_snr": stats.snr.mean().item(),
-            "mean_snr_se": (stats.snr_se.pow(2).sum().sqrt() / count).item(),
-            "squared_norm_of_mean": stats.mean.pow(2).sum().item(),
-        }
-    return out
+    return {"encoder": group_summary(grads.lambda_), "decoder": group_summary(grads.theta)}
 
 
 def train(name: str, config: Config, data: GaussianMixtureTarget, heldout: torch.Tensor,
@@ -313,10 +268,10 @@ def sample_data(data: GaussianMixtureTarget, count: int, generator: torch.Genera
 
 def validate(config: Config) -> None:
     """Refuse, with one line naming the field, a config the study cannot run."""
-    unknown = [n for n in config.estimators if n not in all_names()]
+    unknown = [n for n in config.estimators if n not in estimator_names()]
     problems = [
         (bool(unknown), f"unknown estimator(s) {', '.join(unknown)}; choose from "
-                        f"{', '.join(all_names())}"),
+                        f"{', '.join(estimator_names())}"),
         (config.steps < 1, f"steps must be >= 1, got {config.steps}"),
         (config.eval_every < 1, f"eval_every must be >= 1, got {config.eval_every}"),
         (config.batch_size < 1 or config.diagnostic_batch < 1, "batch sizes must be >= 1"),
@@ -340,7 +295,7 @@ def validate(config: Config) -> None:
 
 def run(config: Config, paths) -> dict:
     validate(config)
-    names = list(config.estimators) or all_names()
+    names = list(config.estimators) or estimator_names()
     data = GaussianMixtureTarget.ring(dtype=torch.float64)
     generator = torch.Generator().manual_seed(config.seed + 2)
     heldout = sample_data(data, config.eval_points, generator)

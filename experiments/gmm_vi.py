@@ -281,13 +281,10 @@ def gaussian_gradients(name: str, target, loc: torch.Tensor, log_scale: torch.Te
                           log_scale.expand(min(num_replicates, chunk), -1))
         estimator(target, warm, num_samples, state=state)
         options = {"state": state}
-    parts = []
-    for start in range(0, num_replicates, chunk):
-        size = min(chunk, num_replicates - start)
-        grads = replicate_gradients(estimator, build, {"loc": loc, "log_scale": log_scale},
-                                    num_replicates=size, num_samples=num_samples, **options)
-        parts.append(torch.cat([grads.lambda_["loc"], grads.lambda_["log_scale"]], -1))
-    return torch.cat(parts)
+    grads = replicate_gradients(estimator, build, {"loc": loc, "log_scale": log_scale},
+                                num_replicates=num_replicates, num_samples=num_samples,
+                                chunk=chunk, **options)
+    return torch.cat([grads.lambda_["loc"], grads.lambda_["log_scale"]], -1)
 
 
 def summarise(grads: torch.Tensor, exact: torch.Tensor) -> dict:

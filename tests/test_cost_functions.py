@@ -15,6 +15,7 @@ suite's FALSE_POSITIVE_RATE (conftest.z_threshold, Bonferroni across its compari
 a negative twin: a wrong exact value fails the same check.
 """
 
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -166,6 +167,28 @@ def test_estimates_equal_textbook_formulas_at_the_same_samples(family, name):
         torch.testing.assert_close(grads[parameter], expected, rtol=1e-9, atol=1e-10)
 
 
+def test_an_odd_count_in_chunks_of_two_runs_in_order_and_moves_the_progress_bar():
+    # --set chunk=2 with R odd: the former loop made a last chunk of one replicate and raised
+    # "num_replicates must be >= 2". Now the passes are 2 then 3, drawn one after the other.
+    config = cf.Config.quick().replace(num_replicates=5, chunk=2)
+    cost, k = cf.COSTS["cosine"], cf.k_grid(config, "cosine", 3)
+    gradient = cf.exact_variances(cf.normal_moments(cost, k, LOC, SCALE))["gradient"]
+
+    updates = []
+    torch.manual_seed(8)
+    row = cf.measure("score_function", cost, k, config, gradient,
+                     bar=SimpleNamespace(update=updates.append))
+    assert updates == [2, 3]
+    torch.manual_seed(8)  # the same passes by hand, one unchunked call each
+    parts = [cf.replicate("score_function", cost, k, config.replace(chunk=size), size)
+             for size in updates]
+    for i, parameter in enumerate(cf.PARAMETERS):
+        stats = cf.gradient_statistics(torch.cat([part[parameter] for part in parts]),
+                                       torch.as_tensor(gradient[:, i]))
+        assert torch.equal(row[parameter]["mean"], stats.mean)
+        assert torch.equal(row[parameter]["variance"], cf.NUM_SAMPLES * stats.variance)
+
+
 # --------------------------------------------------------------------------------------------
 # Monte Carlo against exact (statistical)
 # --------------------------------------------------------------------------------------------
@@ -254,8 +277,38 @@ def test_variance_ordering_of_the_paper_holds_exactly():
     assert (quadratic["pathwise"] < quadratic["score_function"]).all()
     cosine = cf.exact_variances(cf.normal_moments(cf.COSTS["cosine"], np.array([5.0]), LOC, SCALE))
     assert (cosine["score_function"] < cosine["pathwise"]).all()
-    for exact in (quadratic, cosine):  # the ideal baseline never loses to no baseline
-        assert (exact[cf.IDEAL] <= exact["score_function"] + 1e-12).all()
+
+
+def _shifted(cost, baseline):
+    """The cost f - b, b one number per k: the score function on it is the one with baseline b."""
+    return cf.Cost(cost.label, lambda x, k, lib: cost.value(x, k, lib) - baseline,
+                   cost.derivative, cost.log_k)
+
+
+def test_the_ideal_baseline_is_the_minimum_of_the_constant_baseline_variance():
+    # K x variance of (f - b) s for a constant b, by its own quadrature (of the shifted cost; E[s]
+    # = 0 leaves the gradient g unchanged): at b = F / C it is the IDEAL curve, and 0.1 either
+    # side it is larger, by C 0.1^2 (it is quadratic in b). A wrong IDEAL, or b*, fails this.
+    config = cf.Config.quick()
+    for family, k in (("quadratic", cf.k_grid(config, "quadratic", 5)),
+                      ("cosine", np.array([0.5, 5.0]))):
+        cost = cf.COSTS[family]
+        moments = cf.normal_moments(cost, k, LOC, SCALE)
+        ideal = cf.exact_variances(moments)[cf.IDEAL]
+        best = moments["F"] / moments["C"]
+        for i, parameter in enumerate(cf.PARAMETERS):
+
+            def variance(shift):
+                shifted = cf.normal_moments(_shifted(cost, best[:, i] + shift), k, LOC, SCALE)
+                return cf.exact_variances(shifted)["score_function"][:, i]
+
+            np.testing.assert_allclose(variance(0.0), ideal[:, i], rtol=1e-9,
+                                       err_msg=f"{family} {parameter}")
+            for shift in (-0.1, 0.1):
+                above = variance(shift) - ideal[:, i]
+                assert (above > 0).all(), (family, parameter, shift, above)
+                np.testing.assert_allclose(above, moments["C"][:, i] * shift ** 2, rtol=1e-6,
+                                           err_msg=f"{family} {parameter} {shift}")
 
 
 # --------------------------------------------------------------------------------------------

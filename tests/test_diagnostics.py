@@ -19,7 +19,8 @@ from torch.distributions import Independent, Normal
 from conftest import z_threshold
 from estimators import ESTIMATORS
 from estimators.base import ElboEstimate
-from estimators.diagnostics import diagnose, gradient_statistics, replicate_gradients
+from estimators.diagnostics import (chunk_sizes, diagnose, gradient_statistics, group_summary,
+                                    replicate_gradients)
 from estimators.targets import PolynomialTarget
 from experiments import benchmark_diagnostics
 
@@ -120,6 +121,15 @@ def test_a_deterministic_gradient_has_zero_bias_up_to_rounding_and_no_more():
     assert gradient_statistics(grads[:, 0], 2.0 + 1e-9).z.abs() > 1e3
 
 
+def test_float32_deterministic_gradients_get_the_float32_rounding_floor():
+    # 0.1 in float32 is 0.1 + 1.5e-9: a rounding error, not a bias, of float32 gradients. The
+    # floor used to be float64's (the gradients are cast before the statistics), giving z ~ 5e5.
+    grads = torch.full((100,), 0.1, dtype=torch.float32)
+    assert gradient_statistics(grads, 0.1).z.abs() < 1
+    # A bias of 1e-4 is far beyond float32's rounding at 0.1 (about 1.5e-6 here): still caught.
+    assert gradient_statistics(grads, 0.1 + 1e-4).z.abs() > 10
+
+
 @pytest.mark.statistical
 def test_lambda_and_theta_are_reported_apart():
     exact_theta = {"coefficients": torch.stack([torch.tensor(2.0), MU.sum(),
@@ -205,6 +215,74 @@ def test_replicate_gradients_refuses_one_replicate_and_a_q_without_the_replicate
     with pytest.raises(ValueError, match=r"batch shape \(R, \.\.\.\)"):
         replicate_gradients(ESTIMATORS["pathwise"], unreplicated, LAMBDA, num_replicates=3,
                             num_samples=1)
+
+
+def _cost_functions_sizes(total, chunk):
+    """The chunk sizes of the loop experiments/cost_functions.py had before chunk= existed."""
+    sizes, remaining = [], total
+    while remaining > 0:
+        size = min(chunk, remaining)
+        if remaining - size == 1:
+            size -= 1
+        sizes.append(size)
+        remaining -= size
+    return sizes
+
+
+def _gmm_vi_sizes(total, chunk):
+    """The chunk sizes of experiments/gmm_vi.py's former loop, range(0, R, chunk)."""
+    return [min(chunk, total - start) for start in range(0, total, chunk)]
+
+
+def test_chunks_hold_at_most_chunk_replicates_never_one_in_order():
+    for total in range(2, 40):
+        for chunk in range(2, total + 2):
+            sizes = chunk_sizes(total, chunk)
+            assert sum(sizes) == total and min(sizes) >= 2, (total, chunk, sizes)
+            # Only chunk 2 with an odd total needs a larger pass: a last one of 3.
+            allowed = chunk + 1 if chunk == 2 and total % 2 else chunk
+            assert max(sizes) <= allowed, (total, chunk, sizes)
+            # Where the former loops made no pass of one, they made these very passes.
+            for old in (_cost_functions_sizes(total, chunk), _gmm_vi_sizes(total, chunk)):
+                if min(old) >= 2:
+                    assert sizes == old, (total, chunk, sizes, old)
+    assert chunk_sizes(7, 2) == [2, 2, 3]
+    assert chunk_sizes(7, 3) == [3, 2, 2]
+    assert chunk_sizes(5, None) == [5] and chunk_sizes(5, 9) == [5]
+    with pytest.raises(ValueError, match="chunk must be >= 2"):
+        chunk_sizes(5, 1)
+
+
+@pytest.mark.parametrize("total, chunk", [(10, 4), (9, 3), (7, 3), (7, 2), (5, 2), (6, 6)])
+def test_a_chunked_call_gives_exactly_the_numbers_of_passes_drawn_one_after_another(total, chunk):
+    # The reference is what the studies' hand-written loops did: one unchunked call per pass, in
+    # order, from the same seed, concatenated. Same numbers, not only the same distribution.
+    torch.manual_seed(17)
+    passes = []
+    chunked = replicate_gradients(ESTIMATORS["pathwise"], build, LAMBDA, THETA,
+                                  num_replicates=total, num_samples=NUM_SAMPLES, chunk=chunk,
+                                  on_chunk=passes.append)
+    assert passes == chunk_sizes(total, chunk)
+    torch.manual_seed(17)
+    parts = [replicate_gradients(ESTIMATORS["pathwise"], build, LAMBDA, THETA,
+                                 num_replicates=size, num_samples=NUM_SAMPLES)
+             for size in passes]
+    assert torch.equal(chunked.elbo, torch.cat([p.elbo for p in parts]))
+    for group in ("lambda_", "theta"):
+        for name, value in getattr(chunked, group).items():
+            expected = torch.cat([getattr(p, group)[name] for p in parts])
+            assert value.shape[0] == total and torch.equal(value, expected), (group, name)
+
+
+def test_group_summary_averages_the_snr_over_parameters_that_vary():
+    torch.manual_seed(18)
+    noisy = 3.0 + torch.randn(50, 4)
+    blank = torch.zeros(50, 2)  # an always-blank pixel's weights: no signal, no noise
+    summary = group_summary({"noisy": noisy, "blank": blank})
+    stats = gradient_statistics(noisy)
+    assert summary["num_parameters"] == 6 and summary["num_varying"] == 4
+    assert summary["mean_snr"] == pytest.approx(stats.snr.mean().item(), rel=1e-12)
+    assert summary["total_variance"] == pytest.approx(stats.total_variance.item(), rel=1e-12)
 
 
 def test_benchmark_prints_a_ratio_for_each_estimator(capsys):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from estimators import ESTIMATORS
+from estimators.diagnostics import replicated_vae_build
 from estimators.targets import GaussianMixtureTarget
 from experiments import gmm_vae
 from experiments.__main__ import main
@@ -49,7 +50,7 @@ def test_replicated_networks_give_each_replicate_its_own_plain_gradient():
     with torch.no_grad():  # make the second replicate a different network
         for param in [*lam.values(), *theta.values()]:
             param[1].mul_(0.7)
-    model, q = gmm_vae.replicated_build(vae, x)(lam, theta)
+    model, q = replicated_vae_build(vae, x)(lam, theta)
     assert q.batch_shape == (replicates, 4)
     z = q.rsample((num_samples,))
     noise = ((z - q.mean) / q.stddev).detach()

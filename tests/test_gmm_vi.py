@@ -128,6 +128,35 @@ def test_variance_falls_as_one_over_k(name):
     assert abs(z(0.5)) > threshold, f"{name}: the check cannot tell 1/K from 1/sqrt(K)"
 
 
+@pytest.mark.parametrize("name", ["pathwise", "score_function_ema"])
+def test_chunks_that_leave_one_replicate_over_run_and_draw_the_former_loops_numbers(name):
+    # R % chunk == 1 (7 in chunks of 3) used to end with a chunk of one replicate and raise. The
+    # passes are now 3, 2, 2, one after the other: the same numbers as unchunked calls in that
+    # order (score_function_ema's warm-up and running state included).
+    target = gmm_vi.one_dimensional_target(CONFIG)
+    loc, log_scale = torch.tensor([0.3]), torch.tensor([-0.2])
+    torch.manual_seed(12)
+    chunked = gmm_vi.gaussian_gradients(name, target, loc, log_scale, 2, 7, chunk=3)
+    torch.manual_seed(12)
+    target_with_prior = gmm_vi.WithStandardPrior(target, 1, gmm_vi.DTYPE)
+    options = {}
+    if name == "score_function_ema":  # the warm-up call, on min(R, chunk) = 3 replicates
+        state = gmm_vi.EmaBaseline()
+        ESTIMATORS[name](target_with_prior, gmm_vi.gaussian_q(loc.expand(3, -1),
+                                                             log_scale.expand(3, -1)), 2,
+                         state=state)
+        options = {"state": state}
+    parts = []
+    for size in (3, 2, 2):
+        grads = replicate_gradients(
+            ESTIMATORS[name], lambda lam, theta: (target_with_prior,
+                                                  gmm_vi.gaussian_q(lam["loc"], lam["log_scale"])),
+            {"loc": loc, "log_scale": log_scale}, num_replicates=size, num_samples=2, **options)
+        parts.append(torch.cat([grads.lambda_["loc"], grads.lambda_["log_scale"]], -1))
+    assert chunked.shape == (7, 2)
+    assert torch.equal(chunked, torch.cat(parts))
+
+
 def _max_abs_z(name, num_samples, seed, num_replicates=20_000):
     torch.manual_seed(seed)
     target = gmm_vi.one_dimensional_target(CONFIG)
