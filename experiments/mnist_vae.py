@@ -39,13 +39,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from estimators.diagnostics import NVIL
+
 from .common import (ROOT, StudyConfig, atomic_write, progress, resolve_device, save_figure,
                      torch_threads)
 
 NAME = "mnist-vae"
 SUMMARY = "the MNIST VAE trained with each estimator: bound vs images seen, gradient SNR, pictures"
 
-NVIL = "score_function+nvil"  # as experiments.mnist.evaluate.NVIL
 PUBLISHED_CSV = ROOT / "data" / "published" / "kingma_welling_2014_fig2_mnist.csv"
 
 # What each protocol fixes (the Config fields left at 0 or "" take these).
@@ -348,7 +349,6 @@ def _measure(vae, baseline, owner: str, x, labels, config, seed) -> dict:
     do not fit each other. NVIL without its own network is skipped; score_function_ema without its
     own average starts from a fresh one.
     """
-    from .mnist.evaluate import NVIL as nvil_name
     from .mnist.evaluate import gradient_variance
 
     out = {}
@@ -356,12 +356,12 @@ def _measure(vae, baseline, owner: str, x, labels, config, seed) -> dict:
         name, samples = parse_run(label, config.num_samples)
         learned = baseline if name == owner else None
         options = {}
-        if name == nvil_name and learned is None:
+        if name == NVIL and learned is None:
             continue  # NVIL's baseline is learned along its own run; this model has none
         if name == "score_function_ema" and learned is not None:
             options = {name: {"state": learned}}
         stats = gradient_variance(vae, x, [name], config.num_replicates, samples,
-                                  baseline=learned if name == nvil_name else None,
+                                  baseline=learned if name == NVIL else None,
                                   options=options, replicate_chunk=config.replicate_chunk,
                                   seed=seed)
         out[label] = stats[name]

@@ -9,7 +9,8 @@ with respect to the coefficient of z^p is sum_d E[z_d^p].
 
 Statistical checks: fixed seeds; each test function spends a 1/STATISTICAL_BUDGET share of the
 suite's FALSE_POSITIVE_RATE (conftest), Bonferroni-split across its coordinates by
-``z_threshold``. Each check has a twin that feeds it a wrong answer and asserts that it rejects.
+``z_threshold``. Each check has a twin that feeds it a wrong answer and asserts that it rejects
+(test_lambda_and_theta_are_reported_apart makes two checks, so spends two shares).
 """
 
 import pytest
@@ -76,6 +77,8 @@ def test_total_variance_is_the_trace():
     exact = EXACT_VARIANCE["loc"].sum()
     assert abs(stats.total_variance - exact) / stats.total_variance_se < z_threshold(1)
     assert torch.allclose(stats.total_variance, stats.variance.sum())
+    # twin: the trace of a variance that forgets its 1/K is rejected
+    assert abs(stats.total_variance - exact * NUM_SAMPLES) / stats.total_variance_se > z_threshold(1)
 
 
 def snr_z(grads, exact_snr):
@@ -147,6 +150,8 @@ def test_lambda_and_theta_are_reported_apart():
     theta = report["theta"]["coefficients"]
     expected = (SIGMA**2).sum() / NUM_SAMPLES
     assert abs(theta.variance[1] - expected) / theta.variance_se[1] < z_threshold(1)
+    # twin: the same variance without its 1/K is rejected
+    assert abs(theta.variance[1] - expected * NUM_SAMPLES) / theta.variance_se[1] > z_threshold(1)
 
 
 def shared_noise_pathwise(group):

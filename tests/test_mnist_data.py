@@ -16,7 +16,7 @@ from scipy import stats
 
 from experiments.mnist import data
 from experiments.mnist.data import DeviceDataset, MnistError, load_mnist
-from conftest import z_threshold
+from conftest import STATISTICAL_BUDGET, z_threshold
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
@@ -197,13 +197,14 @@ def _bernoulli_p_values(ds, epochs):
 
 def _alpha(num_comparisons):
     """The per-pixel level that matches z_threshold's share of the false-positive rate."""
-    return 2 * stats.norm.sf(z_threshold(num_comparisons, share=1 / STAT_CHECKS / 1000))
+    return 2 * stats.norm.sf(z_threshold(num_comparisons, share=1 / STAT_CHECKS / STATISTICAL_BUDGET))
 
 
 def _constant_images(count):
     return PIXELS.to(torch.uint8).reshape(1, 28, 28).expand(count, 28, 28).clone()
 
 
+@pytest.mark.statistical
 def test_dynamic_binarization_redraws_every_minibatch():
     """Each pixel's ones across 400 draws are Binomial(400, pixel/255): an exact binomial test
     per pixel at the level of z_threshold (Bonferroni over the pixels), seed 0.

@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 from torch.distributions import kl_divergence
 
-from conftest import z_threshold
+from conftest import STATISTICAL_BUDGET, z_threshold
 from experiments import mnist_vae
 from experiments.__main__ import main
 from experiments.common import torch_threads
@@ -26,7 +26,7 @@ from experiments.mnist import evaluate
 
 # training improves (1) + its wrong claim (1); recorded bound = fresh one (1) + wrong claim (1)
 NUM_CHECKS = 4
-Z = z_threshold(NUM_CHECKS, share=NUM_CHECKS / 1000)
+Z = z_threshold(NUM_CHECKS, share=NUM_CHECKS / STATISTICAL_BUDGET)
 
 
 @pytest.fixture(scope="module")
