@@ -8,7 +8,8 @@ Every estimator is a callable ``est(model, q, num_samples, **options) -> ElboEst
 from .base import (ElboEstimate, Estimator, EstimatorError, FactorisedModel, Model,
                    attach_gradient, set_validation)
 from .baselines import EmaBaseline
-from .families import ChiSquare, InverseCDF, LocationScale, full_covariance_gaussian
+from .families import (ChiSquare, InverseCDF, LocationScale, NormalWithNoise,
+                       full_covariance_gaussian)
 from .iwae import dreg, iwae
 from .pathwise import pathwise, pathwise_analytic_kl, stl
 from .score_function import (score_function, score_function_ema, score_function_loo,
@@ -19,7 +20,7 @@ __all__ = [
     "EmaBaseline", "attach_gradient", "set_validation",
     "score_function", "score_function_ema", "score_function_loo", "score_function_optimal",
     "pathwise", "pathwise_analytic_kl", "stl", "iwae", "dreg",
-    "LocationScale", "InverseCDF", "ChiSquare", "full_covariance_gaussian",
+    "LocationScale", "InverseCDF", "ChiSquare", "full_covariance_gaussian", "NormalWithNoise",
 ]
 
 _SCORE = "q.log_prob differentiable in its parameters (any q, discrete too)"

@@ -20,14 +20,20 @@ class EmaBaseline:
                  value from the steps before it, so b is independent of the current samples.
     References:  Mnih & Gregor 2014 (NVIL, the running-average part); Williams 1992.
 
-    ``value`` is a scalar shared across batch entries, which also suits amortised models whose
-    batch changes from one minibatch to the next. Before the first update it is 0.
+    ``value`` is shared across batch entries, which also suits amortised models whose batch
+    changes from one minibatch to the next; before the first update it is None (b = 0).
+    ``batch_dims`` keeps one average per entry of the first that many batch dimensions: with 1,
+    a batch (R, B) of R training runs of B data points each has R averages of shape (R, 1), one
+    per run, each the mean over its own samples and points only. After the first update the
+    value is changed in place, so that a CUDA graph that captured the update replays it.
     """
 
-    def __init__(self, decay: float = 0.9):
+    def __init__(self, decay: float = 0.9, batch_dims: int = 0):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EmaBaseline: decay must lie in [0, 1), got {decay}")
-        self.decay = decay
+        if isinstance(batch_dims, bool) or not isinstance(batch_dims, int) or batch_dims < 0:
+            raise ValueError(f"EmaBaseline: batch_dims must be an int >= 0, got {batch_dims!r}")
+        self.decay, self.batch_dims = decay, batch_dims
         self.value: torch.Tensor | None = None
 
     def current(self, like: torch.Tensor) -> torch.Tensor:
@@ -36,14 +42,29 @@ class EmaBaseline:
         return self.value.to(dtype=like.dtype, device=like.device)
 
     def update(self, signal: torch.Tensor) -> None:
-        mean = signal.detach().mean()
-        self.value = mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
+        """Move b towards the mean of ``signal`` (S, *batch) over all but the kept dimensions."""
+        signal = signal.detach()
+        kept = 1 + self.batch_dims
+        if signal.dim() < kept:
+            raise ValueError(f"EmaBaseline: batch_dims={self.batch_dims} needs a signal of "
+                             f"shape (S, *batch) with at least {self.batch_dims} batch "
+                             f"dimensions, got {tuple(signal.shape)}")
+        if self.batch_dims == 0:
+            mean = signal.mean()
+        else:  # mean over the samples and the trailing batch dimensions; (kept..., 1, ..., 1)
+            mean = signal.mean(0).mean(tuple(range(self.batch_dims, signal.dim() - 1)),
+                                       keepdim=True) if signal.dim() > kept else signal.mean(0)
+        if self.value is None or self.value.shape != mean.shape:
+            self.value = mean
+        else:
+            self.value.copy_(self.decay * self.value + (1 - self.decay) * mean)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "value": self.value}
+        return {"decay": self.decay, "batch_dims": self.batch_dims, "value": self.value}
 
     def load_state_dict(self, state: dict) -> None:
         self.decay, self.value = state["decay"], state["value"]
+        self.batch_dims = state.get("batch_dims", 0)
 
 
 def leave_one_out(signal: torch.Tensor) -> torch.Tensor:

@@ -6,35 +6,22 @@ independent gradient estimates, with no Python loop over replicates. The paramet
 in the seed) are reported apart from the model's (theta): section 5 of the seed shows their
 gradients are different problems, and their variances differ by orders of magnitude.
 
-The VAE studies (experiments.gmm_vae and experiments.mnist) probe their networks' gradients with
-the same few helpers, kept here so that neither study imports the other: the name of NVIL's
-estimator, the options of a measurement that must not touch training's state, the replicated
-network (:func:`replicated_vae_build`) and the summary of one group of parameters.
+A network's parameters are replicated the same way: ``experiments.replicated`` builds R copies of
+a VAE for the VAE studies' probes and for their groups of training runs.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
-from torch import nn
-from torch.distributions import Independent, Normal
-from torch.func import functional_call, vmap
 
-from . import ESTIMATORS
 from .base import ElboEstimate
-from .baselines import EmaBaseline
 
 __all__ = [
-    "NVIL",
-    "estimator_names",
-    "estimator_for",
-    "probe_options",
     "batch_mean",
-    "replicated_vae_build",
     "ReplicateGradients",
     "ParameterStatistics",
     "chunk_sizes",
@@ -43,52 +30,6 @@ __all__ = [
     "group_summary",
     "diagnose",
 ]
-
-# The score function with NVIL's learned, input-dependent baseline b(x) (Mnih & Gregor 2014): the
-# registry's score_function given ``baseline=b(x)``, a tensor of shape (B,).
-NVIL = "score_function+nvil"
-
-
-def estimator_names() -> list[str]:
-    """Every registry name, then NVIL's."""
-    return [*ESTIMATORS, NVIL]
-
-
-def estimator_for(name: str):
-    """The registry entry behind ``name`` (NVIL is the score function with a baseline)."""
-    if name == NVIL:
-        return ESTIMATORS["score_function"]
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; choose from {', '.join(estimator_names())}")
-    return ESTIMATORS[name]
-
-
-def probe_options(name: str, x: torch.Tensor, options: Mapping | None = None,
-                  baseline=None) -> dict:
-    """The options of estimator ``name`` for measuring gradients on the minibatch ``x``.
-
-    NVIL's baseline (``baseline``, else ``options["baseline"]``: a network b(x) or a tensor of
-    shape (B,)) is used detached, so that measuring does not train it. score_function_ema's
-    ``state`` is copied, so that measuring does not move training's running average.
-    """
-    options = dict(options or {})
-    if name == NVIL:
-        baseline = options.get("baseline") if baseline is None else baseline
-        if baseline is None:
-            raise ValueError(f"{NVIL} needs baseline=: a network b(x) or a tensor of shape (B,)")
-        value = baseline(x) if callable(baseline) and not torch.is_tensor(baseline) else baseline
-        value = value.detach().reshape(-1).to(dtype=x.dtype)
-        if value.shape[0] != x.shape[0]:
-            raise ValueError(f"{NVIL}: baseline has {value.shape[0]} values for a minibatch of "
-                             f"{x.shape[0]} inputs")
-        options["baseline"] = value
-    elif name == "score_function_ema":
-        # One state even when none is given (score_function_ema would make its own per call):
-        # the chunks of a chunked measurement share it, each moving it for the next, as they
-        # always have; the numbers of chunked runs depend on that.
-        options["state"] = copy.deepcopy(options.get("state") or EmaBaseline())
-    return options
-
 
 def batch_mean(estimator: Callable) -> Callable:
     """A minibatch estimator from a per-point one: the mean over the last batch dimension.
@@ -102,70 +43,6 @@ def batch_mean(estimator: Callable) -> Callable:
         return ElboEstimate(result.elbo.mean(-1), result.surrogate.mean(-1))
 
     return estimate
-
-
-class _Posterior(nn.Module):
-    """q(z | x)'s tensors, so that :func:`functional_call` can swap the encoder's weights."""
-
-    def __init__(self, vae: nn.Module):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, x):
-        q = self.vae.posterior(x)
-        return q.base_dist.loc, q.base_dist.scale
-
-
-class _LogLikelihood(nn.Module):
-    """log p(x | z) under swappable decoder weights."""
-
-    def __init__(self, vae: nn.Module):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, z, x):
-        return self.vae.bind(x).log_likelihood(z)
-
-
-class _ReplicatedModel:
-    """R decoders, one per replicate: samples (S, R, B, D) -> log densities (S, R, B)."""
-
-    def __init__(self, vae: nn.Module, x: torch.Tensor, theta: Mapping[str, torch.Tensor]):
-        self.plain = vae.bind(x)  # the prior, which has no replicated parameters
-        wrapper = _LogLikelihood(vae)
-        self._params = {f"vae.{n}": p for n, p in theta.items()}
-        # Replicate r's decoder sees z[:, r] only: vmap over the parameters' and z's R axes.
-        self._run = vmap(lambda p, z: functional_call(wrapper, p, (z, x)), in_dims=(0, 1),
-                         out_dims=1)
-
-    @property
-    def prior(self):
-        return self.plain.prior
-
-    def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
-        return self._run(self._params, z)
-
-    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
-        return self.prior.log_prob(z) + self.log_likelihood(z)
-
-
-def replicated_vae_build(vae: nn.Module, x: torch.Tensor):
-    """``build`` for :func:`replicate_gradients` on a VAE and a minibatch ``x`` (B, data).
-
-    ``vae.posterior(x)`` must return an Independent Normal and ``vae.bind(x)`` a model with
-    ``prior`` and ``log_likelihood(z)``; parameters are named as in ``vae.named_parameters()``.
-    Each arrives with a leading dimension R; :func:`torch.func.vmap` over it runs R encoders on
-    the same x (q gets batch shape (R, B)) and R decoders, replicate r's on z[:, r], so one
-    backward pass gives R independent gradients.
-    """
-    posterior = _Posterior(vae)
-
-    def build(lam, theta):
-        params = {f"vae.{n}": p for n, p in lam.items()}
-        loc, scale = vmap(lambda p: functional_call(posterior, p, (x,)))(params)
-        return _ReplicatedModel(vae, x, theta), Independent(Normal(loc, scale), 1)
-
-    return build
 
 
 @dataclass

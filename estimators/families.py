@@ -19,10 +19,10 @@ from typing import Callable
 
 import torch
 from torch.distributions import (AffineTransform, Chi2, Distribution, Independent,
-                                 MultivariateNormal, TransformedDistribution, constraints)
+                                 MultivariateNormal, Normal, TransformedDistribution, constraints)
 from torch.distributions.utils import clamp_probs
 
-__all__ = ["LocationScale", "InverseCDF", "ChiSquare", "full_covariance_gaussian"]
+__all__ = ["LocationScale", "InverseCDF", "ChiSquare", "full_covariance_gaussian", "NormalWithNoise"]
 
 
 def _tensor(value) -> torch.Tensor:
@@ -265,3 +265,43 @@ def full_covariance_gaussian(loc, scale_tril, validate_args=None) -> Multivariat
     if not (matrix.diagonal(dim1=-2, dim2=-1) > 0).all():
         raise ValueError("full_covariance_gaussian: scale_tril needs a positive diagonal")
     return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=validate_args)
+
+
+class NormalWithNoise(Normal):
+    """torch's Normal, whose standard noise the caller drew: ``rsample(shape) = loc + noise * scale``.
+
+    Approximates:  the same q as ``Normal(loc, scale)``: densities, entropy and the KL registry's
+                   (Normal, Normal) pair are torch's own
+    With:          z = loc + scale * e, e = ``noise``, given (seed section 5.2)
+    Requires:      ``noise`` of the shape of the one draw it serves, ``sample_shape + batch_shape``;
+                   each instance gives its noise once (a second draw would repeat it, so it raises).
+
+    For code that must say where a sample's randomness comes from: R training runs that each draw
+    from their own generator (so that run r of a group is the solo run of seed s + r), and a CUDA
+    graph, whose replay cannot advance a random stream that its capture did not record.
+    ``sample`` is ``rsample`` under ``no_grad``, as torch.distributions defines it, so the
+    score-function estimators see the same z as the pathwise ones would.
+    """
+
+    def __init__(self, loc, scale, noise: torch.Tensor, validate_args=None):
+        super().__init__(loc, scale, validate_args=validate_args)
+        if not torch.is_tensor(noise):
+            raise ValueError(f"NormalWithNoise: noise must be a tensor, got {type(noise).__name__}")
+        self.noise = noise
+        self._drawn = False
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        if self.noise.shape != shape:
+            raise ValueError(f"NormalWithNoise: a draw of shape {tuple(shape)} (sample_shape "
+                             f"{tuple(sample_shape)} + batch_shape {tuple(self.batch_shape)}) "
+                             f"needs noise of that shape, got {tuple(self.noise.shape)}")
+        if self._drawn:
+            raise RuntimeError("NormalWithNoise: its noise was drawn already; a second draw "
+                               "needs a second NormalWithNoise with noise of its own")
+        self._drawn = True
+        return self.loc + self.noise * self.scale
+
+    def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            return self.rsample(sample_shape)

@@ -30,14 +30,14 @@ from torch.distributions import Independent, Normal
 
 from estimators import EmaBaseline
 from estimators.base import log_mean_exp
-# The probing helpers shared with experiments.mnist (NVIL's name, the measurement's options, the
-# replicated network, the summary of a group of parameters).
-from estimators.diagnostics import (NVIL, batch_mean, estimator_for, estimator_names,
-                                    group_summary, probe_options, replicate_gradients,
-                                    replicated_vae_build)
+from estimators.diagnostics import batch_mean, group_summary, replicate_gradients
 from estimators.targets import GaussianMixtureTarget
 
 from .common import StudyConfig, Timer, progress, save_figure
+# The helpers shared with experiments.mnist: NVIL's name, the measurement's options, R copies of
+# a VAE as one network.
+from .replicated import (NVIL, estimator_for, estimator_names, probe_options,
+                         replicated_vae_build)
 
 NAME = "gmm-vae"
 SUMMARY = "a 2-D VAE on eight Gaussians trained with every estimator: ELBO, gradient SNR, density"
@@ -195,7 +195,7 @@ def probe(name: str, vae: GaussianVAE, x: torch.Tensor, config: Config, options:
     """Variance and SNR of encoder and decoder gradients from R replicates, one vectorised pass.
 
     NVIL's baseline is used detached and the EMA state copied: probing must not move training's
-    (:func:`estimators.diagnostics.probe_options`).
+    (:func:`experiments.replicated.probe_options`).
     """
     options = probe_options(name, x, options)
     lam = {n: p.detach() for n, p in vae.encoder_parameters().items()}

@@ -39,10 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from estimators.diagnostics import NVIL
-
 from .common import (ROOT, StudyConfig, atomic_write, progress, resolve_device, save_figure,
                      torch_threads)
+from .replicated import NVIL
 
 NAME = "mnist-vae"
 SUMMARY = "the MNIST VAE trained with each estimator: bound vs images seen, gradient SNR, pictures"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from estimators.baselines import per_sample_score_norms
+from estimators.baselines import EmaBaseline, per_sample_score_norms
 
 
 def _looped_norms(log_q: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
@@ -76,3 +76,31 @@ def test_a_parameter_shared_within_each_replicate_counts_per_replicate():
             assert grad[torch.arange(replicates) != r].abs().max() == 0  # r's own block only
             expected[k, r] += grad[r].pow(2).sum()
     torch.testing.assert_close(norms, expected, rtol=1e-12, atol=0)
+
+
+def test_an_ema_per_run_is_each_runs_own_average_and_is_updated_in_place():
+    # Three runs (batch (3, 4)): with batch_dims=1 each keeps the average of its own signal, as a
+    # solo run's EmaBaseline() does of the same numbers.
+    generator = torch.Generator().manual_seed(5)
+    signals = [torch.randn(2, 3, 4, generator=generator) for _ in range(3)]
+    group = EmaBaseline(0.8, batch_dims=1)
+    solos = [EmaBaseline(0.8) for _ in range(3)]
+    for step, signal in enumerate(signals):
+        group.update(signal)
+        for run, solo in enumerate(solos):
+            solo.update(signal[:, run])
+        if step == 0:
+            first = group.value
+    assert group.value is first  # in place after the first update: a CUDA graph replays it
+    assert group.value.shape == (3, 1)
+    for run, solo in enumerate(solos):
+        torch.testing.assert_close(group.value[run, 0], solo.value, rtol=1e-15, atol=0)
+    pooled = EmaBaseline(0.8)  # the wrong twin: one average over every run
+    for signal in signals:
+        pooled.update(signal)
+    assert not torch.allclose(pooled.value.expand(3), group.value[:, 0])
+
+
+def test_an_ema_refuses_a_signal_without_the_runs_dimension():
+    with pytest.raises(ValueError, match="batch_dims=2 needs a signal of shape"):
+        EmaBaseline(batch_dims=2).update(torch.zeros(4, 3))

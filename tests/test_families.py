@@ -14,10 +14,12 @@ from hypothesis import given, strategies as st
 from scipy import stats
 from torch.distributions import (Cauchy, Chi2, Exponential, Gumbel, Independent, Laplace,
                                  Normal, Poisson, SigmoidTransform, StudentT,
-                                 TransformedDistribution, Uniform, Weibull, constraints)
+                                 TransformedDistribution, Uniform, Weibull, constraints,
+                                 kl_divergence)
 
 from estimators.base import distribution_parameters
-from estimators.families import ChiSquare, InverseCDF, LocationScale, full_covariance_gaussian
+from estimators.families import (ChiSquare, InverseCDF, LocationScale, NormalWithNoise,
+                                 full_covariance_gaussian)
 from conftest import FALSE_POSITIVE_RATE, STATISTICAL_BUDGET
 
 # Each goodness-of-fit test below rejects a correct family with probability at most
@@ -335,3 +337,36 @@ def test_full_covariance_gaussian_rejects_bad_scale_tril(scale_tril, message):
 def test_inverse_cdf_rejects_param_names_that_clash():
     with pytest.raises(ValueError, match="clashes"):
         InverseCDF(lambda u, mean: u + mean, {"mean": torch.tensor(0.0)})
+
+
+# ------------------------------------------------------------------------------------------------
+# NormalWithNoise: torch's Normal, its standard noise given by the caller
+# ------------------------------------------------------------------------------------------------
+
+
+def test_normal_with_noise_draws_the_given_noise_and_is_torch_normal_otherwise():
+    generator = torch.Generator().manual_seed(11)
+    loc = torch.randn(3, 2, generator=generator, requires_grad=True)
+    scale = torch.rand(3, 2, generator=generator).add(0.5).requires_grad_()
+    noise = torch.randn(4, 3, 2, generator=generator)
+    q = Independent(NormalWithNoise(loc, scale, noise), 1)
+    z = q.rsample((4,))
+    assert torch.equal(z, loc + noise * scale)  # Normal.rsample's own arithmetic
+    reference = Independent(Normal(loc, scale), 1)
+    assert torch.equal(q.log_prob(z), reference.log_prob(z))
+    torch.testing.assert_close(kl_divergence(q, Independent(Normal(0.0, torch.ones(2)), 1)),
+                               kl_divergence(reference, Independent(Normal(0.0, torch.ones(2)), 1)))
+    grad = torch.autograd.grad(z.sum(), scale)[0]
+    assert torch.equal(grad, noise.sum(0))  # reparameterized: dz/dscale = noise
+    sampled = Independent(NormalWithNoise(loc, scale, noise), 1).sample((4,))
+    assert not sampled.requires_grad and torch.equal(sampled, z.detach())
+
+
+def test_normal_with_noise_refuses_a_wrong_shape_and_a_second_draw():
+    q = NormalWithNoise(torch.zeros(3), torch.ones(3), torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"a draw of shape \(5, 3\).*needs noise of that shape, "
+                                         r"got \(2, 3\)"):
+        q.rsample((5,))
+    q.rsample((2,))
+    with pytest.raises(RuntimeError, match="its noise was drawn already"):
+        q.sample((2,))

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from estimators import ESTIMATORS
-from estimators.diagnostics import replicated_vae_build
 from estimators.targets import GaussianMixtureTarget
 from experiments import gmm_vae
 from experiments.__main__ import main
+from experiments.replicated import replicated_vae_build
 from conftest import z_threshold
 
 DATA = GaussianMixtureTarget.ring()

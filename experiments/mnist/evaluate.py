@@ -21,12 +21,13 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-# NVIL, estimator_names and estimator_for live with the other probing helpers, shared with
-# experiments.gmm_vae; they are imported here for the trainer and mnist_vae, which use them as
-# evaluate.NVIL, evaluate.estimator_names() and evaluate.estimator_for(name).
-from estimators.diagnostics import (NVIL, ReplicateGradients, batch_mean, estimator_for,
-                                    estimator_names, group_summary, probe_options,
-                                    replicate_gradients, replicated_vae_build)
+from estimators.diagnostics import (ReplicateGradients, batch_mean, group_summary,
+                                    replicate_gradients)
+
+# NVIL, estimator_names and estimator_for are shared with experiments.gmm_vae; the trainer and
+# mnist_vae use them as evaluate.NVIL, evaluate.estimator_names() and evaluate.estimator_for(name).
+from ..replicated import (NVIL, estimator_for, estimator_names, probe_options,
+                          replicated_vae_build)
 
 from .models import VAE
 

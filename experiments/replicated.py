@@ -1,0 +1,286 @@
+"""R copies of one network as one: parameters with a leading run (or replicate) dimension.
+
+Independent problems are a batch dimension. A group of R training runs of one configuration is
+one run whose parameters all carry a leading dimension R (:func:`stack_parameters`); a gradient
+probe of R replicates is the same with R copies of one parameter set
+(:func:`estimators.diagnostics.replicate_gradients`). :func:`replicated_vae_build` runs R
+encoders and R decoders in one vectorised pass (:func:`torch.func.vmap` over
+:func:`torch.func.functional_call`), replicate r's on its own minibatch (or a shared one) and
+its own samples of z; one backward pass of the summed objective then gives each its own
+gradient, and Adam, which is elementwise, steps each run as if it were alone.
+
+:class:`RunGenerators` gives run r its own random stream, seeded s + r, and stacks the runs'
+draws, so that run r of a group started with seed s is the solo run of seed s + r.
+:class:`RunGuard` freezes a run whose loss or state turns non-finite at its last finite state,
+on the device, while the others go on.
+
+Also here, for the VAE studies (gmm-vae, mnist-vae, the MNIST trainer): the names of the
+estimators they train with (the registry's, plus NVIL's) and the options of a gradient
+measurement that must not move training's state (:func:`probe_options`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+from torch.func import functional_call, stack_module_state, vmap
+
+from estimators import ESTIMATORS, EmaBaseline, NormalWithNoise
+
+__all__ = ["NVIL", "estimator_names", "estimator_for", "probe_options", "stack_parameters",
+           "run_parameters", "load_run", "run_forward", "replicated_vae_build", "RunGenerators",
+           "RunGuard"]
+
+# The score function with NVIL's learned, input-dependent baseline b(x) (Mnih & Gregor 2014): the
+# registry's score_function given ``baseline=b(x)``, a tensor of shape (B,), or (R, B) for R runs.
+NVIL = "score_function+nvil"
+
+
+def estimator_names() -> list[str]:
+    """Every registry name, then NVIL's."""
+    return [*ESTIMATORS, NVIL]
+
+
+def estimator_for(name: str):
+    """The registry entry behind ``name`` (NVIL is the score function with a baseline)."""
+    if name == NVIL:
+        return ESTIMATORS["score_function"]
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; choose from {', '.join(estimator_names())}")
+    return ESTIMATORS[name]
+
+
+def probe_options(name: str, x: torch.Tensor, options: Mapping | None = None,
+                  baseline=None) -> dict:
+    """The options of estimator ``name`` for measuring gradients on the minibatch ``x``.
+
+    NVIL's baseline (``baseline``, else ``options["baseline"]``: a network b(x) or a tensor of
+    shape (B,)) is used detached, so that measuring does not train it. score_function_ema's
+    ``state`` is copied, so that measuring does not move training's running average.
+    """
+    options = dict(options or {})
+    if name == NVIL:
+        baseline = options.get("baseline") if baseline is None else baseline
+        if baseline is None:
+            raise ValueError(f"{NVIL} needs baseline=: a network b(x) or a tensor of shape (B,)")
+        value = baseline(x) if callable(baseline) and not torch.is_tensor(baseline) else baseline
+        value = value.detach().reshape(-1).to(dtype=x.dtype)
+        if value.shape[0] != x.shape[0]:
+            raise ValueError(f"{NVIL}: baseline has {value.shape[0]} values for a minibatch of "
+                             f"{x.shape[0]} inputs")
+        options["baseline"] = value
+    elif name == "score_function_ema":
+        # One state even when none is given (score_function_ema would make its own per call):
+        # the chunks of a chunked measurement share it, each moving it for the next, as they
+        # always have; the numbers of chunked runs depend on that.
+        options["state"] = copy.deepcopy(options.get("state") or EmaBaseline())
+    return options
+
+
+# --------------------------------------------------------------------------------------------
+# Stacked parameters
+# --------------------------------------------------------------------------------------------
+
+
+def stack_parameters(modules: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
+    """``{name: (R, *shape)}``: the parameters of R modules of one architecture, stacked.
+
+    Each is a new leaf that requires grad; run r's copy is ``[r]``. Build the R modules each from
+    its own seed (as a solo run would) and stack them: the group starts where the solo runs do.
+    """
+    if not modules:
+        raise ValueError("stack_parameters needs at least one module")
+    params, _ = stack_module_state(list(modules))
+    return params
+
+
+def run_parameters(params: Mapping[str, torch.Tensor], run: int) -> dict[str, torch.Tensor]:
+    """Run ``run``'s own parameters, detached copies: a state dict for the plain module."""
+    return {name: value[run].detach().clone() for name, value in params.items()}
+
+
+def load_run(module: nn.Module, params: Mapping[str, torch.Tensor], run: int) -> nn.Module:
+    """``module`` with run ``run``'s parameters copied in (buffers are left as they are)."""
+    with torch.no_grad():
+        own = dict(module.named_parameters())
+        for name, value in params.items():
+            own[name].copy_(value[run])
+    return module
+
+
+def run_forward(module: nn.Module, params: Mapping[str, torch.Tensor], *inputs,
+                in_dims: Sequence, out_dims=0):
+    """``module(*inputs)`` once per run, in one vectorised pass: run r's parameters are
+    ``params[name][r]``; ``in_dims`` says which dimension of each input is the run's (None: the
+    input is shared)."""
+    return vmap(lambda p, *a: functional_call(module, p, a), in_dims=(0, *in_dims),
+                out_dims=out_dims)(dict(params), *inputs)
+
+
+class _Posterior(nn.Module):
+    """q(z | x)'s tensors, so that :func:`functional_call` can swap the encoder's weights."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x):
+        q = self.vae.posterior(x)
+        return q.base_dist.loc, q.base_dist.scale
+
+
+class _LogLikelihood(nn.Module):
+    """log p(x | z) under swappable decoder weights."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z, x):
+        return self.vae.bind(x).log_likelihood(z)
+
+
+class _ReplicatedModel:
+    """R decoders, one per replicate: samples (S, R, B, D) -> log densities (S, R, B)."""
+
+    def __init__(self, vae: nn.Module, x: torch.Tensor, theta: Mapping[str, torch.Tensor],
+                 x_dim):
+        self.plain = vae.bind(x if x_dim is None else x[0])  # the prior: no replicated parameters
+        self._wrapper = _LogLikelihood(vae)
+        self._x, self._x_dim = x, x_dim
+        self._params = {f"vae.{n}": p for n, p in theta.items()}
+
+    @property
+    def prior(self):
+        return self.plain.prior
+
+    def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        # Replicate r's decoder sees z[:, r] (and its own x[r]) only.
+        return run_forward(self._wrapper, self._params, z, self._x, in_dims=(1, self._x_dim),
+                           out_dims=1)
+
+    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        return self.prior.log_prob(z) + self.log_likelihood(z)
+
+
+def replicated_vae_build(vae: nn.Module, x: torch.Tensor, *, per_run_x: bool = False,
+                         noise: torch.Tensor | None = None) -> Callable:
+    """``build(lam, theta) -> (model, q)`` for R copies of a VAE: the build of
+    :func:`estimators.diagnostics.replicate_gradients`, and the objective of a group of runs.
+
+    ``vae.posterior(x)`` must return an Independent Normal and ``vae.bind(x)`` a model with
+    ``prior`` and ``log_likelihood(z)``; parameters are named as in ``vae.named_parameters()``.
+    Each arrives with a leading dimension R; :func:`torch.func.vmap` over it runs R encoders (q
+    gets batch shape (R, B)) and R decoders, replicate r's on z[:, r], so one backward pass
+    gives R independent gradients. ``x`` is one minibatch (B, ...) shared by every replicate, or
+    with ``per_run_x`` one per run (R, B, ...). With ``noise`` (num_samples, R, B, D), q is a
+    :class:`~estimators.NormalWithNoise` that draws exactly that standard noise.
+    """
+    posterior = _Posterior(vae)
+    x_dim = 0 if per_run_x else None
+
+    def build(lam, theta):
+        params = {f"vae.{n}": p for n, p in lam.items()}
+        loc, scale = run_forward(posterior, params, x, in_dims=(x_dim,))
+        base = Normal(loc, scale) if noise is None else NormalWithNoise(loc, scale, noise)
+        return _ReplicatedModel(vae, x, theta, x_dim), Independent(base, 1)
+
+    return build
+
+
+# --------------------------------------------------------------------------------------------
+# Random streams and non-finite runs
+# --------------------------------------------------------------------------------------------
+
+
+class RunGenerators:
+    """One torch.Generator per run, run r's seeded ``seeds[r]``; draws are made run by run and
+    stacked, so each run's numbers do not depend on how many runs share the group."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu"):
+        if not seeds:
+            raise ValueError("RunGenerators needs at least one seed")
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def normal(self, shape: Sequence[int], dtype: torch.dtype, dim: int = 0) -> torch.Tensor:
+        """Standard normals, each run's ``shape`` from its own stream, stacked at ``dim``."""
+        return torch.stack([torch.randn(tuple(shape), generator=g, device=self.device,
+                                        dtype=dtype) for g in self.generators], dim)
+
+    def uniform(self, shape: Sequence[int], dtype: torch.dtype, dim: int = 0) -> torch.Tensor:
+        return torch.stack([torch.rand(tuple(shape), generator=g, device=self.device,
+                                       dtype=dtype) for g in self.generators], dim)
+
+    def permutation(self, size: int) -> torch.Tensor:
+        """(R, size): each run's own random order of ``size`` items."""
+        return torch.stack([torch.randperm(size, generator=g, device=self.device)
+                            for g in self.generators])
+
+    def get_state(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.generators]
+
+    def set_state(self, states: Sequence[torch.Tensor]) -> None:
+        if len(states) != len(self.generators):
+            raise ValueError(f"{len(states)} generator states for {len(self.generators)} runs")
+        for generator, state in zip(self.generators, states):
+            generator.set_state(state)
+
+
+def _runs_view(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(mask.shape[0], *([1] * (like.dim() - 1)))
+
+
+class RunGuard:
+    """Freeze each run of a group at its last finite state, on the device, with no host sync.
+
+    ``state()`` lists the tensors that make up the runs' state (parameters, learned baselines),
+    each with a leading run dimension R. Call :meth:`snapshot` before a step and :meth:`keep`
+    after it with the runs' losses: a run whose loss, or whose new state, is not finite gets its
+    state from before the step back, and stays frozen from then on; ``first_bad[r]`` is the
+    step at which it froze (-1: never). The other runs' numbers are untouched, since runs share
+    nothing. In place throughout, so a CUDA graph can hold it.
+    """
+
+    def __init__(self, state: Callable[[], list[torch.Tensor]], num_runs: int,
+                 device: torch.device | str):
+        self.state, self.num_runs = state, num_runs
+        self.snapshots: list[torch.Tensor] = []
+        self.alive = torch.ones(num_runs, dtype=torch.bool, device=device)
+        self.first_bad = torch.full((num_runs,), -1, dtype=torch.int64, device=device)
+
+    @torch.no_grad()
+    def snapshot(self) -> None:
+        tensors = self.state()
+        for index, tensor in enumerate(tensors):
+            if index < len(self.snapshots) and self.snapshots[index].shape == tensor.shape:
+                self.snapshots[index].copy_(tensor)
+            elif index < len(self.snapshots):
+                self.snapshots[index] = tensor.detach().clone()
+            else:
+                self.snapshots.append(tensor.detach().clone())
+
+    @torch.no_grad()
+    def keep(self, loss: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """Restore the runs that turned non-finite at ``step`` (a device tensor); return the
+        mask of the runs that took this step."""
+        tensors = self.state()[:len(self.snapshots)]
+        sums = [t.reshape(self.num_runs, -1).sum(1).to(loss.dtype) for t in tensors
+                if t.is_floating_point()]
+        finite = torch.isfinite(loss.detach())
+        if sums:
+            finite = finite & torch.isfinite(torch.stack(sums).sum(0))
+        took = self.alive & finite
+        for tensor, saved in zip(tensors, self.snapshots):
+            tensor.copy_(torch.where(_runs_view(took, tensor), tensor, saved))
+        self.first_bad.copy_(torch.where(self.alive & ~finite, step.to(torch.int64),
+                                         self.first_bad))
+        self.alive.copy_(took)
+        return took
