@@ -11,27 +11,31 @@ from .baselines import EmaBaseline
 from .families import (ChiSquare, InverseCDF, LocationScale, NormalWithNoise,
                        full_covariance_gaussian)
 from .iwae import dreg, iwae
+from .measure_valued import measure_valued, measure_valued_coupled
 from .pathwise import pathwise, pathwise_analytic_kl, stl
-from .score_function import (score_function, score_function_ema, score_function_loo,
-                             score_function_optimal)
+from .score_function import (score_function, score_function_autodiff, score_function_ema,
+                             score_function_loo, score_function_optimal)
+from .vimco import vimco
 
 __all__ = [
     "ESTIMATORS", "ElboEstimate", "Estimator", "EstimatorError", "Model", "FactorisedModel",
     "EmaBaseline", "attach_gradient", "set_validation",
     "score_function", "score_function_ema", "score_function_loo", "score_function_optimal",
-    "pathwise", "pathwise_analytic_kl", "stl", "iwae", "dreg",
+    "pathwise", "pathwise_analytic_kl", "stl", "iwae", "dreg", "score_function_autodiff",
+    "measure_valued", "measure_valued_coupled", "vimco",
     "LocationScale", "InverseCDF", "ChiSquare", "full_covariance_gaussian", "NormalWithNoise",
 ]
 
 _SCORE = "q.log_prob differentiable in its parameters (any q, discrete too)"
 _PATH = "q.rsample; log p(x, z) differentiable in z"
+_GAUSSIAN = "q = Independent(Normal(loc, scale), 1); any log p(x, z); 4D extra log p per sample"
 
 ESTIMATORS: dict[str, Estimator] = {
     e.name: e
     for e in [
         Estimator("score_function", score_function,
-                  "(1/K) Σ_k f(z_k) ∇log q(z_k) + ∇f at fixed z, f = log p(x,z) − log q(z) (sec. 5.1)", _SCORE, "elbo", True,
-                  "Williams 1992"),
+                  "λ: (1/K) Σ_k f(z_k) ∇_λ log q(z_k), f = log p(x,z) − log q(z); θ: (1/K) Σ_k ∇_θ log p(x, z_k) (sec. 5.1, eq. 8)",
+                  _SCORE, "elbo", True, "Williams 1992"),
         Estimator("score_function_ema", score_function_ema,
                   "as score_function with f(z_k) − b, b = moving average of past f", _SCORE + "; state kept across steps",
                   "elbo", True, "Mnih & Gregor 2014"),
@@ -54,5 +58,21 @@ ESTIMATORS: dict[str, Estimator] = {
                   "iwae", True, "Burda et al. 2016", needs_rsample=True),
         Estimator("dreg", dreg, "λ: Σ_k w̃_k² (∂log w_k/∂z_k)(∂z_k/∂λ); θ: Σ_k w̃_k ∇_θ log w_k",
                   _PATH, "iwae", True, "Tucker et al. 2019", needs_rsample=True),
+        # Appended, not inserted, so that every older entry keeps its colour (experiments.style).
+        Estimator("score_function_autodiff", score_function_autodiff,
+                  "as score_function plus ∇f(z_k) at fixed z, i.e. −(1/K) Σ_k ∇_λ log q(z_k) (mean zero): what autograd of f gives",
+                  _SCORE, "elbo", True, "Schulman et al. 2015"),
+        Estimator("measure_valued", measure_valued,
+                  "∂/∂μ_d: (1/K) Σ_k [f(z_k^{d+}) − f(z_k^{d−})] / (σ_d √(2π)), z_d^± = μ_d ± σ_d w, w ~ Weibull(√2, 2); "
+                  "∂/∂σ_d: (1/K) Σ_k [f(z_d = μ_d + σ_d m) − f(z_d = μ_d + σ_d n)] / σ_d, m double-sided Maxwell, n ~ N(0, 1)",
+                  _GAUSSIAN, "elbo", True, "Mohamed et al. 2020, sec. 6", needs_diagonal_gaussian=True,
+                  extra_randomness=True),
+        Estimator("measure_valued_coupled", measure_valued_coupled,
+                  "as measure_valued, each pair from one variate: the same w for z_d^+ and z_d^−, n = u m, u ~ U(0, 1)",
+                  _GAUSSIAN, "elbo", True, "Mohamed et al. 2020, sec. 6", needs_diagonal_gaussian=True,
+                  extra_randomness=True),
+        Estimator("vimco", vimco,
+                  "Σ_k (L − L_{−k}) ∇log q(z_k) + Σ_k w̃_k ∇log w_k, L = log (1/K) Σ_j w_j, L_{−k}: w_k → (Π_{j≠k} w_j)^{1/(K−1)}",
+                  _SCORE + "; num_samples >= 2", "iwae", True, "Mnih & Rezende 2016", min_samples=2),
     ]
 }

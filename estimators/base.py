@@ -193,6 +193,10 @@ class Estimator:
     min_samples: int = 1
     needs_rsample: bool = False
     needs_factorised: bool = False
+    needs_diagonal_gaussian: bool = False  # q must be Independent(Normal(loc, scale), 1)
+    # Draws random variates of its own besides q's samples, from torch's global stream: giving q
+    # its noise (NormalWithNoise) does not fix the estimate.
+    extra_randomness: bool = False
     options: dict = field(default_factory=dict, repr=False)
 
     def __call__(self, model, q, num_samples: int, **options) -> ElboEstimate:

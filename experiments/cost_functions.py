@@ -28,13 +28,18 @@ Every variance is shown as K x variance with K = 2 samples: for ``score_function
 The Monte Carlo points come from the library's own estimators and diagnostics
 (:func:`estimators.diagnostics.replicate_gradients`: R independent estimates in one pass). The
 estimators estimate the gradient of an ELBO, E_q[log p(x, z) - log q(z)]; the cost is handed to
-them as the model ``log p(x, z) = f(z) + log q(z)``, with q's own (attached) parameters. Then
-log p - log q = f identically, the ELBO *is* E_q[f] as a function of (mu, sigma), and each
-estimator reduces exactly to its textbook form: the score function to f(z) grad log q(z) (its
-direct term grad_lambda [log p - log q] at fixed z is zero), the pathwise one to f'(z) dz/dlambda.
-(Holding q's parameters fixed in the model instead would leave the entropy's gradient in the
-estimate, with its own noise; tests/test_cost_functions.py checks single-sample estimates
-against the textbook formulas.)
+them as the model ``log p(x, z) = f(z) + log q(z)``, so that log p - log q = f for every z and
+each estimator reduces exactly to its textbook form. For the reparameterization estimators the q
+inside the model has q's own (attached) parameters: the ELBO *is* E_q[f] as a function of
+(mu, sigma), and the path derivative of log p - log q is f'(z) dz/dlambda. For the score-function
+and measure-valued estimators, which differentiate q's density at fixed z and take theta's
+gradient from log p at fixed z, the q inside the model is held at the current parameters, as a
+model's log p(x, z) does not depend on lambda: the ELBO is then E_q[f] - KL(q || q_now), whose
+gradient at q = q_now is that of E_q[f], and the score function is f(z) grad log q(z).
+(Holding q fixed in the model for the pathwise estimator would leave the entropy's gradient in
+its estimate, with its own noise; attaching it for the score function would add grad log q(z),
+a baseline of -1. tests/test_cost_functions.py checks single-sample estimates against the
+textbook formulas.)
 """
 
 from __future__ import annotations
@@ -194,11 +199,11 @@ def exact_variances(moments: dict) -> dict:
 
 
 class ExpectedCost:
-    """The model log p(x, z) = f(z) + log q(z), q with its own parameters: its ELBO is E_q[f].
+    """The model log p(x, z) = f(z) + log q(z): log p - log q = f, the gradient of its ELBO is E_q[f]'s.
 
-    ``k`` has shape (P, 1) and broadcasts against samples (K, R, P, 1); ``q`` is the very
-    distribution the estimator is called with, so that log p - log q = f holds identically and
-    the gradient of the ELBO is the gradient of E_q[f] (see the module docstring).
+    ``k`` has shape (P, 1) and broadcasts against samples (K, R, P, 1); ``q`` is the distribution
+    the estimator is called with, or a copy of it held at its current parameters (see the module
+    docstring for which estimator gets which).
     """
 
     def __init__(self, cost: Cost, k: torch.Tensor, q):
@@ -222,9 +227,13 @@ def replicate(name: str, cost: Cost, k: np.ndarray, config: Config, num_replicat
     start = {"loc": torch.full_like(k_tensor, config.loc),
              "scale": torch.full_like(k_tensor, config.scale)}
 
+    reparameterized = ESTIMATORS[name].needs_rsample
+
     def build(lam, theta):
         q = normal_q(lam["loc"], lam["scale"])
-        return ExpectedCost(cost, k_tensor, q), q
+        # see the module docstring: the model's log q moves with lambda only along the path
+        inside = q if reparameterized else normal_q(lam["loc"].detach(), lam["scale"].detach())
+        return ExpectedCost(cost, k_tensor, inside), q
 
     grads = replicate_gradients(ESTIMATORS[name], build, start, num_replicates=num_replicates,
                                 num_samples=NUM_SAMPLES, chunk=config.chunk, on_chunk=on_chunk)
