@@ -81,7 +81,8 @@ class Config(StudyConfig):
 
     protocol: str = "kingma-welling"  # "kingma-welling" (Kingma & Welling 2014) or "burda" (Burda et al. 2016)
     latent: int = 0  # latent units (0: the protocol's, 20 or 50; Kingma & Welling: 3, 5, 10, 20, 200)
-    estimators: tuple = ("pathwise_analytic_kl", "pathwise", "stl", "score_function", "score_function_loo:2", NVIL, "iwae:5")  # runs: NAME or NAME:K (K samples per image); the first run's model gives the pictures
+    estimators: tuple = ("pathwise_analytic_kl", "pathwise", "stl", "score_function", "score_function_loo:2", NVIL, "iwae:5")  # groups: NAME or NAME:K (K samples per image); the first group's first run gives the pictures
+    runs: int = 5  # independent training runs of each estimator, trained as one group (seeds seed .. seed + runs - 1)
     num_samples: int = 1  # K of every run that does not name its own
     batch_size: int = 0  # images per step (0: the protocol's, 100 or 20)
     learning_rate: float = 1e-3  # Adam's rate (the burda schedule decays it from here)
@@ -109,7 +110,7 @@ class Config(StudyConfig):
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(quick=True, train_size=5000, epochs=4, eval_every=1000, eval_size=500,
+        return cls(quick=True, runs=3, train_size=5000, epochs=4, eval_every=1000, eval_size=500,
                    test_size=500, likelihood_k=100, probe_fractions=(0.0, 0.25, 1.0),
                    probe_batch=50, num_replicates=32, replicate_chunk=32, cpu_threads=1)
 
@@ -166,6 +167,7 @@ def validate(config: Config) -> None:
         raise SystemExit("error: mnist-vae: a run is named twice in estimators; name each once")
     problems = [
         (config.num_samples < 1, f"num_samples must be >= 1, got {config.num_samples}"),
+        (config.runs < 1, f"runs must be >= 1 (2 or more give a spread), got {config.runs}"),
         (min(config.latent, config.batch_size, config.epochs) < 0,
          "latent, batch_size and epochs must be >= 0 (0: the protocol's)"),
         (config.test_size < 0, f"test_size must be >= 0 (0: all 10,000), got {config.test_size}"),
@@ -185,19 +187,20 @@ def validate(config: Config) -> None:
     for failed, message in problems:
         if failed:
             raise SystemExit(f"error: mnist-vae: {message}")
-    runs = [(label, None, label) for label in config.estimators]
+    runs = [(label, None, None, label) for label in config.estimators]
     if config.manifold_latent:
         label = config.estimators[0]
-        runs.append((label, config.manifold_latent, f"{label} (the 2-D manifold run)"))
-    for label, latent, name in runs:
+        runs.append((label, config.manifold_latent, 1, f"{label} (the 2-D manifold run)"))
+    for label, latent, count, name in runs:
         try:
-            train_config(config, label, latent).validate()
+            train_config(config, label, latent, count).validate()
         except ValueError as error:  # the trainer's one-line message names the field and the fix
             raise SystemExit(f"error: mnist-vae: run {name}: {error}") from None
 
 
-def train_config(config: Config, label: str, latent: int | None = None):
-    """The trainer's config of one run of the study."""
+def train_config(config: Config, label: str, latent: int | None = None,
+                 runs: int | None = None):
+    """The trainer's config of one group of the study (``runs`` runs; default ``config.runs``)."""
     from .mnist.train import TrainConfig
 
     chosen = settings(config)
@@ -209,7 +212,7 @@ def train_config(config: Config, label: str, latent: int | None = None):
         schedule=chosen["schedule"], epochs=chosen["epochs"], max_examples=config.max_examples,
         train_size=config.train_size,
         binarization="grey" if config.likelihood == "gaussian" else config.binarization,
-        seed=config.seed, device=config.device, dtype=config.dtype,
+        seed=config.seed, num_runs=runs or config.runs, device=config.device, dtype=config.dtype,
         data_dir=config.data_dir, eval_every=config.eval_every, eval_size=config.eval_size,
         compile=config.compile, capture=config.capture)
 
@@ -368,14 +371,14 @@ def _measure(vae, baseline, owner: str, x, labels, config, seed) -> dict:
 
 
 def probe_settings(config: Config, measure: list[str]) -> dict:
-    """What a run's probes depend on beyond its trainer config (which names its checkpoint)."""
+    """What a group's probes depend on beyond its trainer config (which names its checkpoint)."""
     return {"runs": {label: parse_run(label, config.num_samples)[1] for label in measure},
             "num_replicates": config.num_replicates, "replicate_chunk": config.replicate_chunk,
             "probe_batch": config.probe_batch, "probe_fractions": list(config.probe_fractions)}
 
 
 def _saved_probes(probes_file: Path, wanted: dict, label: str, checkpoint: Path) -> list:
-    """The probes of a resumed run, refused (one line) when measured with other settings."""
+    """The probes of a resumed group, refused (one line) when measured with other settings."""
     how = (f"rerun with --set resume=false (every run afresh) or delete {checkpoint} (this run "
            "afresh), or restore the settings it was probed with")
     if not probes_file.exists():
@@ -395,72 +398,109 @@ def _saved_probes(probes_file: Path, wanted: dict, label: str, checkpoint: Path)
 
 
 def save_probes(probes_file: Path, recorded: dict, probes: list) -> None:
-    """The probes of one run so far, with the settings they were measured with (probe_settings)."""
+    """The probes of one group so far, with the settings they were measured with."""
     text = json.dumps({"settings": recorded, "probes": probes})
     atomic_write(probes_file, lambda tmp: Path(tmp).write_text(text))
 
 
-def train_one(config: Config, label: str, paths, data: dict, measure: list[str],
-              latent: int | None = None) -> tuple[dict, object]:
-    """Train one run (resuming from its checkpoint), probing gradients at the fixed points."""
+def train_group(config: Config, label: str, paths, data: dict, measure: list[str],
+                latent: int | None = None, runs: int | None = None) -> tuple[dict, object]:
+    """Train one estimator's group of runs (resuming from its checkpoint), probing gradients at
+    the fixed points: run 0 with every estimator of ``measure``, each run with its own."""
     from .mnist.train import TrainingDiverged, train
 
-    trainer_config = train_config(config, label, latent)
+    trainer_config = train_config(config, label, latent, runs)
     checkpoint = checkpoint_path(paths.root, label if latent is None else f"{label}-z{latent}",
                                  trainer_config)
     trainer_config = dataclasses.replace(trainer_config, checkpoint=str(checkpoint))
     probes_file = checkpoint.with_suffix(".probes.json")
     resume = config.resume and checkpoint.exists()
     # The checkpoint's name hashes the trainer's settings only: the probes file records its own
-    # and a resumed run refuses probes measured otherwise.
+    # and a resumed group refuses probes measured otherwise.
     wanted = probe_settings(config, measure)
     probes = []
     if measure:
         if resume:
             probes = _saved_probes(probes_file, wanted, label, checkpoint)
-        else:  # a fresh run: record the settings now, before the first checkpoint
+        else:  # a fresh group: record the settings now, before the first checkpoint
             save_probes(probes_file, wanted, probes)
     targets = [t for t in _probe_targets(config, data["total"])
                if all(p["examples_seen"] < t for p in probes)] if measure else []
+    owner = trainer_config.estimator
+    seed = config.seed + 1000
 
     def callback(state):
         if not targets or state.examples_seen < targets[0]:
             return
         while targets and state.examples_seen >= targets[0]:
             targets.pop(0)
-        stats = _measure(state.vae, state.baseline, trainer_config.estimator, data["probe_x"],
-                         measure, config, seed=config.seed + 1000)
+        every = _measure(state.vae(0), state.baseline(0), owner, data["probe_x"], measure,
+                         config, seed=seed)
+        own = [every.get(label)] + [
+            _measure(state.vae(run), state.baseline(run), owner, data["probe_x"], [label],
+                     config, seed=seed).get(label) for run in range(1, state.num_runs)]
         probes.append({"step": int(state.step), "examples_seen": int(state.examples_seen),
-                       "stats": stats})
+                       "stats": every, "runs": own})
         save_probes(probes_file, wanted, probes)
 
     try:
         result = train(trainer_config, train_data=data["train"], test_images=data["test"],
-                       callback=callback, resume=resume)
+                       callback=callback, resume=resume, overwrite=not resume)
     except TrainingDiverged as error:
         raise SystemExit(f"error: mnist-vae: run {label} diverged ({error}); lower "
                          "--set learning_rate=...") from None
     except ValueError as error:  # the trainer's one-line message names the field and the fix
         raise SystemExit(f"error: mnist-vae: run {label}: {error}") from None
-    vae = result.vae
-    vae.eval()
-    history = {k: list(v) for k, v in result.history.items()}
+    histories = [{k: list(v) for k, v in run.history.items()} for run in result.runs]
+    first = histories[0]
     record = {"label": label, "estimator": trainer_config.estimator,
               "num_samples": trainer_config.num_samples, "latent": trainer_config.latent,
-              "history": history, "probes": probes,
-              "examples_seen": int(history["examples_seen"][-1]) if history["examples_seen"] else 0,
-              "wall_seconds": float(history["wall_seconds"][-1]) if history["wall_seconds"] else 0.0,
-              "steps": int(history["step"][-1]) if history["step"] else 0,
-              "checkpoint": str(checkpoint)}
-    record.update(final_evaluation(vae, data["test_all"], config))
-    return record, vae
+              "seeds": trainer_config.seeds, "histories": histories, "probes": probes,
+              "diverged": result.diverged,
+              "examples_seen": int(first["examples_seen"][-1]) if first["examples_seen"] else 0,
+              "wall_seconds": float(first["wall_seconds"][-1]) if first["wall_seconds"] else 0.0,
+              "steps": int(first["step"][-1]) if first["step"] else 0,
+              "checkpoint": _relative(checkpoint, paths.root)}
+    finals = []
+    for run in result.runs:
+        run.vae.eval()
+        finals.append(final_evaluation(run.vae, data["test_all"], config, run.seed))
+    record["finals"] = finals
+    record.update(spread(finals, {d["run"] for d in result.diverged}))
+    return record, result.runs[0].vae
 
 
-def final_evaluation(vae, test_images: torch.Tensor, config: Config) -> dict:
-    """Test ELBO, L_k and active units, with the same random draws for every run."""
+def _relative(path: Path, root: Path) -> str:
+    """``path`` as results record it: relative to the output folder, never absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return Path(path).name
+
+
+FINAL_NUMBERS = ("test_elbo", "log_likelihood", "active_units")
+
+
+def spread(finals: list[dict], skipped=frozenset()) -> dict:
+    """Each final number's mean over the runs that did not diverge, and its standard error over
+    them: ``{key: mean, key_se: s.e.}`` (s.e. NaN with one run), and ``runs_counted``."""
+    out = {}
+    kept = [f for index, f in enumerate(finals) if index not in skipped]
+    for key in FINAL_NUMBERS:
+        values = np.asarray([f[key] for f in kept], dtype=float)
+        out[key] = float(values.mean()) if len(values) else math.nan
+        out[f"{key}_spread_se"] = (float(values.std(ddof=1) / math.sqrt(len(values)))
+                                   if len(values) > 1 else math.nan)
+    out["runs_counted"] = len(kept)
+    return out
+
+
+def final_evaluation(vae, test_images: torch.Tensor, config: Config, seed: int) -> dict:
+    """Test ELBO, L_k and active units of one run, drawn from its own seed."""
     from .mnist import evaluate
+    from .mnist.streams import stream_seed
 
-    torch.manual_seed(config.seed + 7)
+    torch.manual_seed(stream_seed(seed, "final evaluation"))
     elbo = evaluate.test_elbo(vae, test_images)
     values = evaluate.importance_sampled_log_likelihood(vae, test_images,
                                                         num_samples=config.likelihood_k)
@@ -532,13 +572,13 @@ def _run(config: Config, paths) -> dict:
     data = load_data(config)
     labels = list(config.estimators)
     runs, reference_vae = {}, None
-    for index, label in enumerate(progress(labels, desc="mnist-vae: runs")):
-        # The first run's parameters are probed with every estimator; the others with their own.
+    for index, label in enumerate(progress(labels, desc="mnist-vae: groups")):
+        # Run 0 of the first group is probed with every estimator; every run with its own.
         measure = labels if index == 0 else [label]
-        runs[label], vae = train_one(config, label, paths, data, measure)
+        runs[label], vae = train_group(config, label, paths, data, measure)
         if index == 0:
             reference_vae = vae
-    out = {"labels": labels, "reference": labels[0], "runs": runs,
+    out = {"labels": labels, "reference": labels[0], "runs": runs, "num_runs": config.runs,
            "protocol": config.protocol, "settings": settings(config),
            "train_size": len(data["train"]), "test_size": int(data["test_all"].shape[0]),
            "likelihood_k": config.likelihood_k, "num_replicates": config.num_replicates,
@@ -547,7 +587,9 @@ def _run(config: Config, paths) -> dict:
            "pictures": pictures(reference_vae, data["test_all"].cpu(), data["test_grey"],
                                 data["test_labels"], config.seed + 3)}
     if config.manifold_latent:
-        record, vae = train_one(config, labels[0], paths, data, [], latent=config.manifold_latent)
+        # A picture, not a comparison: one run.
+        record, vae = train_group(config, labels[0], paths, data, [],
+                                  latent=config.manifold_latent, runs=1)
         grid = manifold_grid(config.manifold_size)
         record["images"] = encode_images(decode_mean(vae, grid))
         record["grid"] = grid
@@ -629,64 +671,99 @@ def plot(results: dict, results_path, paths) -> list:
 SCRIPT = "experiments/mnist_vae.py"
 
 
+def _curves(record: dict, key: str) -> np.ndarray:
+    """(runs, evaluations): one history entry ``key`` of every run of a group."""
+    return np.asarray([history[key] for history in record["histories"]], dtype=float)
+
+
 def _plot_bound(plt, data, results_path, paths):
+    from .style import plot_band
+
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
     latent = data["settings"]["latent"]
     published = published_curves(latent) if data["protocol"] == "kingma-welling" else {}
+    seen = max(data["runs"][n]["examples_seen"] for n in data["labels"])
+    first = min(data["runs"][n]["histories"][0]["examples_seen"][0] for n in data["labels"])
+    shown = False
     for split, style in (("train", ":"), ("test", "-")):
         if split in published:
             images, bound = published[split]
-            axes[0].plot(images, bound, color="0.55", alpha=0.6, linewidth=2.5, linestyle=style,
-                         label=f"Kingma & Welling 2014, Fig. 2, AEVB {split} (N_z = {latent})")
+            inside = images <= 2 * seen  # the published curve where this run reaches
+            if inside.any():
+                shown = True
+                axes[0].plot(images[inside], bound[inside], color="0.55", alpha=0.6,
+                             linewidth=2.5, linestyle=style,
+                             label=f"Kingma & Welling 2014, Fig. 2, AEVB {split} (N_z = {latent})")
     for label in data["labels"]:
-        run = data["runs"][label]
-        history = run["history"]
-        axes[0].plot(history["examples_seen"], history["test_bound"], label=_label(run),
-                     marker="o", markersize=2.5, **_style(run))
-        axes[1].plot(history["wall_seconds"], history["test_bound"], label=_label(run),
-                     marker="o", markersize=2.5, **_style(run))
+        record = data["runs"][label]
+        history = record["histories"][0]
+        tests = _curves(record, "test_bound")
+        plot_band(axes[0], history["examples_seen"], tests, label=_label(record), marker="o",
+                  markersize=2.5, **_style(record))
+        plot_band(axes[1], history["wall_seconds"], tests, label=_label(record), marker="o",
+                  markersize=2.5, **_style(record))
     axes[0].set_xscale("log")
-    axes[0].set_xlabel("training images seen (log scale)")
-    axes[1].set_xlabel("training time (s; evaluations excluded)")
+    axes[0].set_xlim(first / 1.5, 2 * seen if shown else 1.5 * seen)
+    axes[0].set_xlabel("training images seen per run (log scale)")
+    axes[1].set_xlabel(f"training time of the group of {data['num_runs']} runs "
+                       "(s; evaluations excluded)")
     for ax in axes:
         ax.set_ylabel("test lower bound (ELBO), nats per image")
     # Early bounds are hundreds of nats down; the interesting part is near the end.
-    finals = [data["runs"][n]["history"]["test_bound"][-1] for n in data["labels"]]
-    lows = [min(data["runs"][n]["history"]["test_bound"]) for n in data["labels"]]
-    top = max(finals + ([published["test"][1].max()] if "test" in published else []))
+    finals = [float(np.nanmean(_curves(data["runs"][n], "test_bound")[:, -1]))
+              for n in data["labels"]]
+    lows = [float(np.nanmin(_curves(data["runs"][n], "test_bound"))) for n in data["labels"]]
+    top = max(finals + ([published["test"][1].max()] if shown and "test" in published else []))
     bottom = min(min(finals) - 10, max(min(lows), top - 150))
     for ax in axes:
         ax.set_ylim(bottom - 5, top + 10)
-    axes[0].set_title("(a) against training images seen (Kingma & Welling 2014, Fig. 2)",
-                      fontsize=10)
+    axes[0].set_title("(a) against training images seen (Kingma & Welling 2014, Fig. 2)"
+                      + ("" if shown or not published else
+                         f"\nthe published curves start at {published['test'][0].min():.1e} "
+                         "images, beyond this run"), fontsize=10)
     axes[1].set_title("(b) against training time", fontsize=10)
     axes[0].legend(fontsize=7.5, loc="lower right")
     fig.suptitle("MNIST VAE, each estimator for the same training images: test bound on "
-                 f"{data['eval_size']:,} test images "
-                 "(single-sample ELBO, estimator-independent)\n" + data["scale_note"], fontsize=9)
+                 f"{data['eval_size']:,} test images (single-sample ELBO, "
+                 f"estimator-independent); mean of {data['num_runs']} runs, band ±1 s.e. over "
+                 "runs\n" + data["scale_note"], fontsize=9)
     return save_figure(fig, paths, "mnist-vae-bound", results_path, SCRIPT)
 
 
 def _plot_gradients(plt, data, results_path, paths):
+    from .style import mean_and_se
+
     fig, axes = plt.subplots(2, 4, figsize=(18, 8), constrained_layout=True)
     reference = data["runs"][data["reference"]]
     symbols = {"encoder": "λ", "decoder": "θ"}
     keys = (("total_variance", "total_variance_se"), ("mean_snr", "mean_snr_se"))
     for label in data["labels"]:
-        run = data["runs"][label]
-        sources = ((0, reference["probes"]), (2, run["probes"]))
-        for offset, probes in sources:
-            points = [(p["examples_seen"], p["stats"][label]) for p in probes
-                      if label in p["stats"]]
-            if not points:
-                continue
+        record = data["runs"][label]
+        # (a): run 0 of the first group, every estimator, with the replicates' standard errors
+        points = [(p["examples_seen"], p["stats"][label]) for p in reference["probes"]
+                  if label in p["stats"]]
+        if points:
             seen = np.maximum(np.asarray([p[0] for p in points], float), 1.0)
             for row, group in enumerate(("encoder", "decoder")):
                 for col, (key, se) in enumerate(keys):
-                    axes[row, offset + col].errorbar(
+                    axes[row, col].errorbar(
                         seen, [s[group][key] for _, s in points],
                         yerr=[s[group][se] for _, s in points], marker="o", markersize=3.5,
-                        capsize=2, label=_label(run), **_style(run))
+                        capsize=2, label=_label(record), **_style(record))
+        # (b): every run of the group with its own estimator: mean and s.e. over runs
+        own = [(p["examples_seen"], [s for s in p["runs"] if s is not None])
+               for p in record["probes"]]
+        own = [(x, stats) for x, stats in own if stats]
+        if not own:
+            continue
+        seen = np.maximum(np.asarray([x for x, _ in own], float), 1.0)
+        for row, group in enumerate(("encoder", "decoder")):
+            for col, (key, _) in enumerate(keys):
+                means, errors = zip(*[(m.item(), e.item()) for m, e in (
+                    mean_and_se(np.asarray([[s[group][key]] for s in stats]))
+                    for _, stats in own)])
+                axes[row, 2 + col].errorbar(seen, means, yerr=errors, marker="o", markersize=3.5,
+                                            capsize=2, label=_label(record), **_style(record))
     for row, group in enumerate(("encoder", "decoder")):
         for offset in (0, 2):
             axes[row, offset].set_ylabel(f"total variance, {group} ({symbols[group]}) gradient\n"
@@ -697,9 +774,10 @@ def _plot_gradients(plt, data, results_path, paths):
             ax.set_yscale("log")
             ax.set_xscale("log")  # the trainer's first evaluation follows its first steps
             ax.set_xlabel("training images seen when probed")
-    axes[0, 0].set_title(f"(a) every estimator on the parameters of the {data['reference']} run",
-                         fontsize=9)
-    axes[0, 2].set_title("(b) each estimator on the parameters of its own run", fontsize=9)
+    axes[0, 0].set_title(f"(a) every estimator on the parameters of run 0 of {data['reference']}"
+                         "\n(±1 s.e. over the replicates)", fontsize=9)
+    axes[0, 2].set_title(f"(b) each estimator on the parameters of its own {data['num_runs']} "
+                         "runs\n(mean over runs, ±1 s.e. over runs)", fontsize=9)
     handles, labels = [], []
     for ax in (axes[0, 0], axes[0, 2]):
         for handle, text in zip(*ax.get_legend_handles_labels()):
@@ -709,9 +787,9 @@ def _plot_gradients(plt, data, results_path, paths):
     fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
     fig.suptitle(f"gradient noise during training: {data['num_replicates']} independent "
                  f"minibatch gradients on one fixed minibatch of {data['probe_batch']} training "
-                 f"images; {NVIL} appears in (b) only (its baseline is learned along its own run).\n"
-                 "In (a) the K = 1 ELBO estimators draw the same z, and given z their decoder "
-                 "gradients are the same, so those curves coincide"
+                 f"images; {NVIL} needs its own learned baseline, so (a) shows it only for its "
+                 "own runs.\nIn (a) the K = 1 ELBO estimators draw the same z, and given z their "
+                 "decoder gradients are the same, so those curves coincide"
                  "\n" + data["scale_note"], fontsize=9)
     return save_figure(fig, paths, "mnist-vae-gradients", results_path, SCRIPT)
 
@@ -830,6 +908,12 @@ def _matches(entry: dict, data: dict, record: dict) -> bool:
             and entry["latent"] == record["latent"])
 
 
+def _mean_se(record: dict, key: str, sign: int = 1, digits: int = 2) -> str:
+    """'mean ± s.e.' over a group's runs (the mean alone for a group of one run)."""
+    mean, se = sign * record[key], record[f"{key}_spread_se"]
+    return f"{mean:.{digits}f}" + ("" if math.isnan(se) else f" ± {se:.{digits}f}")
+
+
 def results_table(results) -> str:
     """Our numbers beside the published ones, as Markdown; ``results``: one results dict or a list."""
     files = results if isinstance(results, list) else [results]
@@ -855,10 +939,13 @@ def results_table(results) -> str:
                     f"{data['test_size']:,} test images, L_k with k = {k}).")
         lines += [f"Protocol {data['protocol']} ({s['architecture']} network, batch "
                   f"{s['batch_size']}, {s['schedule']} learning rate); "
-                  f"device: {meta.get('device_name', meta.get('device'))}. {what}", "",
-                  f"| run | latent | test ELBO | L_{k} | NLL = −L_{k} | active units | "
-                  "training images seen | training time | published |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  f"device: {meta.get('device_name', meta.get('device'))}. {what} Each number "
+                  "is the mean over the runs of a group ± its standard error over them (the "
+                  "runs differ in their seed only); n: the runs counted (a run that diverged is "
+                  "left out and named).", "",
+                  f"| run | n | latent | test ELBO | L_{k} | NLL = −L_{k} | active units | "
+                  "training images seen per run | training time of the group | published |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for data_, record in _rows(results):
             published = [e for e in PUBLISHED if _matches(e, data_, record)]
             note = "; ".join(
@@ -866,10 +953,13 @@ def results_table(results) -> str:
                                       else f"test bound ≈ {e['value']:.1f}")
                 + ("" if scale["kind"] == "paper" else f" (not comparable: {scale['kind']} scale)")
                 for e in published) or "–"
+            diverged = "".join(f", run {d['run']} diverged at step {d['step']}"
+                               for d in record.get("diverged", []))
             lines.append(
-                f"| {record['label']} | {record['latent']} | {record['test_elbo']:.2f} | "
-                f"{record['log_likelihood']:.2f} ± {record['log_likelihood_se']:.2f} | "
-                f"{-record['log_likelihood']:.2f} | {record['active_units']} | "
+                f"| {record['label']} | {record['runs_counted']}{diverged} | {record['latent']} | "
+                f"{_mean_se(record, 'test_elbo')} | {_mean_se(record, 'log_likelihood')} | "
+                f"{_mean_se(record, 'log_likelihood', sign=-1)} | "
+                f"{_mean_se(record, 'active_units', digits=1)} | "
                 f"{record['examples_seen']:,} | {record['wall_seconds']:.1f} s | {note} |")
         lines.append("")
     lines += ["Published numbers and the paper-scale command that reproduces each (one GPU run "
@@ -880,10 +970,10 @@ def results_table(results) -> str:
         for results in files:
             for data, record in _rows(results):
                 if _matches(entry, data, record):
-                    value = (-record["log_likelihood"] if entry["metric"] == "nll"
-                             else record["test_elbo"])
+                    value = (_mean_se(record, "log_likelihood", sign=-1) if entry["metric"] == "nll"
+                             else _mean_se(record, "test_elbo"))
                     kind = scale_of(results)["kind"]
-                    ours.append(f"{value:.2f}" + ("" if kind == "paper" else f" ({kind} scale)"))
+                    ours.append(f"{value}" + ("" if kind == "paper" else f" ({kind} scale)"))
         metric = "test NLL (−L_5000)" if entry["metric"] == "nll" else "final test bound"
         lines.append(f"| {entry['source']}, {metric} | {entry['value']:.2f} | "
                      f"{', '.join(ours) or 'not run'} | `{_command(entry)}` |")
@@ -894,17 +984,23 @@ def summary(results: dict) -> str:
     """The key numbers of saved results, then the results table."""
     data = results["data"]
     lines = [f"mnist-vae ({results['metadata']['wall_seconds']:.0f} s; {scale_of(results)['note']}): "
-             "final test bound, training time, encoder / decoder gradient variance and mean SNR "
-             "at the last probe on the parameters of its own run"]
+             f"per group of {data['num_runs']} runs, the final test bound (mean ± s.e. over "
+             "runs), the group's training time, and the encoder / decoder gradient variance and "
+             "mean SNR at the last probe (mean over the runs, each on its own parameters)"]
     for label in data["labels"]:
-        run = data["runs"][label]
+        record = data["runs"][label]
+        finals = _curves(record, "test_bound")[:, -1]
+        mean = float(np.nanmean(finals))
+        se = float(np.nanstd(finals, ddof=1) / math.sqrt(np.sum(~np.isnan(finals)))) \
+            if len(finals) > 1 else math.nan
         parts = []
-        if run["probes"] and label in run["probes"][-1]["stats"]:
-            last = run["probes"][-1]["stats"][label]
-            parts = [f"{g} var {last[g]['total_variance']:.3g} SNR {last[g]['mean_snr']:.3f}"
+        own = [s for s in record["probes"][-1]["runs"] if s is not None] if record["probes"] else []
+        if own:
+            parts = [f"{g} var {np.mean([s[g]['total_variance'] for s in own]):.3g} SNR "
+                     f"{np.mean([s[g]['mean_snr'] for s in own]):.3f}"
                      for g in ("encoder", "decoder")]
-        lines.append(f"  {label:24s} bound {run['history']['test_bound'][-1]:8.2f}  "
-                     f"{run['wall_seconds']:7.1f} s  " + " | ".join(parts))
+        lines.append(f"  {label:24s} bound {mean:8.2f} ± {se:5.2f}  "
+                     f"{record['wall_seconds']:7.1f} s  " + " | ".join(parts))
     return "\n".join(lines) + "\n\n" + results_table(results)
 
 

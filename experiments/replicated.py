@@ -1,13 +1,14 @@
 """R copies of one network as one: parameters with a leading run (or replicate) dimension.
 
 Independent problems are a batch dimension. A group of R training runs of one configuration is
-one run whose parameters all carry a leading dimension R (:func:`stack_parameters`); a gradient
-probe of R replicates is the same with R copies of one parameter set
-(:func:`estimators.diagnostics.replicate_gradients`). :func:`replicated_vae_build` runs R
-encoders and R decoders in one vectorised pass (:func:`torch.func.vmap` over
-:func:`torch.func.functional_call`), replicate r's on its own minibatch (or a shared one) and
-its own samples of z; one backward pass of the summed objective then gives each its own
-gradient, and Adam, which is elementwise, steps each run as if it were alone.
+one run whose parameters all carry a leading run dimension R (:func:`stack_modules`: every
+linear layer a :class:`RunLinear`, one :func:`torch.baddbmm` for all runs); the loss is the sum
+of the runs' losses, so one backward pass gives each run its own gradient, and Adam, which is
+elementwise, steps each run as if it were alone. A gradient probe of R replicates is the same
+with R copies of one parameter set: :func:`replicated_vae_build` runs them through
+:func:`torch.func.vmap` over :func:`torch.func.functional_call`, for
+:func:`estimators.diagnostics.replicate_gradients`. (For training, the batched layers are the
+faster of the two: ``python -m experiments.benchmark_runs`` measures both.)
 
 :class:`RunGenerators` gives run r its own random stream, seeded s + r, and stacks the runs'
 draws, so that run r of a group started with seed s is the solo run of seed s + r.
@@ -27,13 +28,13 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 from torch.distributions import Independent, Normal
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
-from estimators import ESTIMATORS, EmaBaseline, NormalWithNoise
+from estimators import ESTIMATORS, EmaBaseline
 
-__all__ = ["NVIL", "estimator_names", "estimator_for", "probe_options", "stack_parameters",
-           "run_parameters", "load_run", "run_forward", "replicated_vae_build", "RunGenerators",
-           "RunGuard"]
+__all__ = ["NVIL", "estimator_names", "estimator_for", "probe_options", "RunLinear",
+           "stack_modules", "unstack_module", "run_forward", "replicated_vae_build",
+           "RunGenerators", "RunGuard"]
 
 # The score function with NVIL's learned, input-dependent baseline b(x) (Mnih & Gregor 2014): the
 # registry's score_function given ``baseline=b(x)``, a tensor of shape (B,), or (R, B) for R runs.
@@ -82,41 +83,113 @@ def probe_options(name: str, x: torch.Tensor, options: Mapping | None = None,
 
 
 # --------------------------------------------------------------------------------------------
-# Stacked parameters
+# Groups of runs: R modules of one architecture as one module
 # --------------------------------------------------------------------------------------------
 
 
-def stack_parameters(modules: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
-    """``{name: (R, *shape)}``: the parameters of R modules of one architecture, stacked.
+class RunLinear(nn.Module):
+    """R independent affine maps as one: run r's is ``x @ weight[r] + bias[r]``.
 
-    Each is a new leaf that requires grad; run r's copy is ``[r]``. Build the R modules each from
-    its own seed (as a solo run would) and stack them: the group starts where the solo runs do.
+    ``weight`` is (R, in, out) and ``bias`` (R, 1, out); inputs are (..., R, B, in), the run
+    dimension third from the end as in every batch shape of a group, (S, R, B) for S samples of
+    z. One :func:`torch.baddbmm` does every run at once.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(weight), nn.Parameter(bias)
+
+    @classmethod
+    def stack(cls, linears: Sequence[nn.Linear]) -> "RunLinear":
+        weight = torch.stack([layer.weight.detach().t() for layer in linears]).contiguous()
+        bias = torch.stack([layer.bias.detach() for layer in linears]).unsqueeze(1)
+        return cls(weight, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3:
+            raise ValueError(f"RunLinear: inputs are (..., R, B, in), got {tuple(x.shape)}")
+        runs_first = x.movedim(-3, 0)  # free when x came out of a RunLinear: its own layout
+        flat = runs_first.reshape(runs_first.shape[0], -1, runs_first.shape[-1])
+        inputs, outputs = self.weight.shape[1:]
+        # A matrix product with one output (or one input) column is a matrix-vector product, and
+        # on the CPU its result for run r depends on how many runs there are; written as a
+        # product and a sum it does not, so a group's runs compute what solo runs compute.
+        if outputs == 1:
+            out = (flat * self.weight[:, :, 0].unsqueeze(1)).sum(-1, keepdim=True) + self.bias
+        elif inputs == 1:
+            out = flat * self.weight + self.bias
+        else:
+            out = torch.baddbmm(self.bias, flat, self.weight)
+        return out.reshape(*runs_first.shape[:-1], out.shape[-1]).movedim(0, -3)
+
+    def run(self, index: int) -> nn.Linear:
+        """Run ``index``'s map as a plain :class:`torch.nn.Linear`."""
+        layer = nn.Linear(self.weight.shape[1], self.weight.shape[2], device=self.weight.device,
+                          dtype=self.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(self.weight[index].t())
+            layer.bias.copy_(self.bias[index, 0])
+        return layer
+
+    def extra_repr(self) -> str:
+        return f"runs={self.weight.shape[0]}, in={self.weight.shape[1]}, out={self.weight.shape[2]}"
+
+
+def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
+    """One module that runs R copies of an architecture, each with its own numbers.
+
+    A copy of ``modules[0]`` in which every :class:`torch.nn.Linear` becomes a :class:`RunLinear`
+    of the R modules' layers, and every other parameter or buffer p becomes (R, 1, *p.shape),
+    run r's at ``[r, 0]``: shaped so that it broadcasts against (..., R, B, ...), as a shared p
+    broadcasts against (..., B, ...). The module's own methods then run unchanged on inputs with
+    a run dimension: ``posterior(x)`` on x of shape (R, B, 784) gives q of batch shape (R, B).
+    Build the R modules each from its own seed, as solo runs would, and stack them: the group
+    starts where the solo runs start. :func:`unstack_module` takes run r back out.
     """
     if not modules:
-        raise ValueError("stack_parameters needs at least one module")
-    params, _ = stack_module_state(list(modules))
-    return params
+        raise ValueError("stack_modules needs at least one module")
+    group = copy.deepcopy(modules[0])
+    linears = [name for name, sub in group.named_modules() if isinstance(sub, nn.Linear)]
+    for name in linears:
+        parent, _, leaf = name.rpartition(".")
+        owner = group.get_submodule(parent) if parent else group
+        setattr(owner, leaf, RunLinear.stack([m.get_submodule(name) for m in modules]))
+    for sub_name, sub in group.named_modules():
+        if isinstance(sub, RunLinear):
+            continue
+        prefix = f"{sub_name}." if sub_name else ""
+        for name, _ in list(sub.named_parameters(recurse=False)):
+            values = [m.get_parameter(prefix + name).detach() for m in modules]
+            setattr(sub, name, nn.Parameter(torch.stack(values).unsqueeze(1)))
+        for name, _ in list(sub.named_buffers(recurse=False)):
+            values = [m.get_buffer(prefix + name) for m in modules]
+            sub.register_buffer(name, torch.stack(values).unsqueeze(1).clone())
+    return group
 
 
-def run_parameters(params: Mapping[str, torch.Tensor], run: int) -> dict[str, torch.Tensor]:
-    """Run ``run``'s own parameters, detached copies: a state dict for the plain module."""
-    return {name: value[run].detach().clone() for name, value in params.items()}
-
-
-def load_run(module: nn.Module, params: Mapping[str, torch.Tensor], run: int) -> nn.Module:
-    """``module`` with run ``run``'s parameters copied in (buffers are left as they are)."""
+def unstack_module(group: nn.Module, template: nn.Module, index: int) -> nn.Module:
+    """Run ``index`` of a :func:`stack_modules` group as a plain module like ``template``."""
+    plain = copy.deepcopy(template)
     with torch.no_grad():
-        own = dict(module.named_parameters())
-        for name, value in params.items():
-            own[name].copy_(value[run])
-    return module
+        for name, sub in group.named_modules():
+            if isinstance(sub, RunLinear):
+                target = plain.get_submodule(name)
+                target.weight.copy_(sub.weight[index].t())
+                target.bias.copy_(sub.bias[index, 0])
+                continue
+            prefix = f"{name}." if name else ""
+            for leaf, value in sub.named_parameters(recurse=False):
+                plain.get_parameter(prefix + leaf).copy_(value[index, 0])
+            for leaf, value in sub.named_buffers(recurse=False):
+                plain.get_buffer(prefix + leaf).copy_(value[index, 0])
+    return plain
 
 
 def run_forward(module: nn.Module, params: Mapping[str, torch.Tensor], *inputs,
                 in_dims: Sequence, out_dims=0):
-    """``module(*inputs)`` once per run, in one vectorised pass: run r's parameters are
-    ``params[name][r]``; ``in_dims`` says which dimension of each input is the run's (None: the
-    input is shared)."""
+    """``module(*inputs)`` once per replicate, in one vectorised pass: replicate r's parameters
+    are ``params[name][r]``; ``in_dims`` says which dimension of each input is the replicate's
+    (None: the input is shared)."""
     return vmap(lambda p, *a: functional_call(module, p, a), in_dims=(0, *in_dims),
                 out_dims=out_dims)(dict(params), *inputs)
 
@@ -147,11 +220,10 @@ class _LogLikelihood(nn.Module):
 class _ReplicatedModel:
     """R decoders, one per replicate: samples (S, R, B, D) -> log densities (S, R, B)."""
 
-    def __init__(self, vae: nn.Module, x: torch.Tensor, theta: Mapping[str, torch.Tensor],
-                 x_dim):
-        self.plain = vae.bind(x if x_dim is None else x[0])  # the prior: no replicated parameters
+    def __init__(self, vae: nn.Module, x: torch.Tensor, theta: Mapping[str, torch.Tensor]):
+        self.plain = vae.bind(x)  # the prior, which has no replicated parameters
         self._wrapper = _LogLikelihood(vae)
-        self._x, self._x_dim = x, x_dim
+        self._x = x
         self._params = {f"vae.{n}": p for n, p in theta.items()}
 
     @property
@@ -159,35 +231,30 @@ class _ReplicatedModel:
         return self.plain.prior
 
     def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
-        # Replicate r's decoder sees z[:, r] (and its own x[r]) only.
-        return run_forward(self._wrapper, self._params, z, self._x, in_dims=(1, self._x_dim),
+        # Replicate r's decoder sees z[:, r] only.
+        return run_forward(self._wrapper, self._params, z, self._x, in_dims=(1, None),
                            out_dims=1)
 
     def log_joint(self, z: torch.Tensor) -> torch.Tensor:
         return self.prior.log_prob(z) + self.log_likelihood(z)
 
 
-def replicated_vae_build(vae: nn.Module, x: torch.Tensor, *, per_run_x: bool = False,
-                         noise: torch.Tensor | None = None) -> Callable:
-    """``build(lam, theta) -> (model, q)`` for R copies of a VAE: the build of
-    :func:`estimators.diagnostics.replicate_gradients`, and the objective of a group of runs.
+def replicated_vae_build(vae: nn.Module, x: torch.Tensor) -> Callable:
+    """``build`` for :func:`estimators.diagnostics.replicate_gradients` on a VAE and a minibatch
+    ``x`` (B, data).
 
     ``vae.posterior(x)`` must return an Independent Normal and ``vae.bind(x)`` a model with
     ``prior`` and ``log_likelihood(z)``; parameters are named as in ``vae.named_parameters()``.
-    Each arrives with a leading dimension R; :func:`torch.func.vmap` over it runs R encoders (q
-    gets batch shape (R, B)) and R decoders, replicate r's on z[:, r], so one backward pass
-    gives R independent gradients. ``x`` is one minibatch (B, ...) shared by every replicate, or
-    with ``per_run_x`` one per run (R, B, ...). With ``noise`` (num_samples, R, B, D), q is a
-    :class:`~estimators.NormalWithNoise` that draws exactly that standard noise.
+    Each arrives with a leading dimension R; :func:`torch.func.vmap` over it runs R encoders on
+    the same x (q gets batch shape (R, B)) and R decoders, replicate r's on z[:, r], so one
+    backward pass gives R independent gradients.
     """
     posterior = _Posterior(vae)
-    x_dim = 0 if per_run_x else None
 
     def build(lam, theta):
         params = {f"vae.{n}": p for n, p in lam.items()}
-        loc, scale = run_forward(posterior, params, x, in_dims=(x_dim,))
-        base = Normal(loc, scale) if noise is None else NormalWithNoise(loc, scale, noise)
-        return _ReplicatedModel(vae, x, theta, x_dim), Independent(base, 1)
+        loc, scale = run_forward(posterior, params, x, in_dims=(None,))
+        return _ReplicatedModel(vae, x, theta), Independent(Normal(loc, scale), 1)
 
     return build
 

@@ -6,7 +6,7 @@ import zlib
 
 from estimators import ESTIMATORS
 
-__all__ = ["COLORS", "RC_PARAMS", "color", "rc_context"]
+__all__ = ["COLORS", "RC_PARAMS", "color", "rc_context", "mean_and_se", "plot_band"]
 
 # matplotlib's tab10 for the registry, then five of tab20b for the entries after the tenth (each
 # registry entry keeps its index, so its colour); darker hues, far from those, for any other name.
@@ -44,3 +44,25 @@ def color(name: str) -> str:
     if name in COLORS:
         return COLORS[name]
     return _EXTRA_PALETTE[zlib.crc32(name.encode()) % len(_EXTRA_PALETTE)]
+
+
+def mean_and_se(values):
+    """The mean over runs (axis 0) and its standard error, ignoring NaN entries (a run that
+    diverged); with one run the standard error is 0, so a band shows no spread rather than none."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    counts = np.sum(~np.isnan(values), axis=0)
+    mean = np.nanmean(values, axis=0) if values.size else values
+    if values.shape[0] < 2:
+        return mean, np.zeros_like(mean)
+    spread = np.nanstd(values, axis=0, ddof=1)
+    return mean, np.where(counts > 1, spread / np.sqrt(np.maximum(counts, 1)), 0.0)
+
+
+def plot_band(ax, x, runs, *, label=None, alpha=0.18, **line):
+    """The mean over runs (the rows of ``runs``) as a line, with a band of +-1 standard error."""
+    mean, se = mean_and_se(runs)
+    (drawn,) = ax.plot(x, mean, label=label, **line)
+    ax.fill_between(x, mean - se, mean + se, color=drawn.get_color(), alpha=alpha, linewidth=0)
+    return drawn

@@ -11,6 +11,7 @@ independent evaluation; each check is also run on a deliberately wrong claim, wh
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def mnist():
     return {"train": train_images[:600], "test": test_images[:400], "labels": test_labels[:400]}
 
 
-TINY = ["--set", "train_size=300", "--set", "epochs=2", "--set", "eval_every=200",
+TINY = ["--set", "runs=2", "--set", "train_size=300", "--set", "epochs=2", "--set", "eval_every=200",
         "--set", "eval_size=100", "--set", "test_size=200", "--set", "likelihood_k=4",
         "--set", "probe_batch=10", "--set", "num_replicates=4", "--set", "replicate_chunk=4",
         "--set", "manifold_size=4", "--set", "probe_fractions=0,1"]
@@ -101,20 +102,32 @@ def test_end_to_end_every_series_every_figure_the_table_and_a_redraw(tmp_path, m
     data = results["data"]
     labels = list(mnist_vae.Config().estimators)
     assert data["labels"] == labels and data["reference"] == labels[0]
+    assert data["num_runs"] == 2
     for label in labels:
         run = data["runs"][label]
-        history = run["history"]
-        lengths = {len(history[key]) for key in ("step", "examples_seen", "train_bound",
-                                                 "test_bound", "wall_seconds")}
-        assert lengths == {3}, label  # 600 images seen, an evaluation every 200
+        assert run["seeds"] == [0, 1] and len(run["histories"]) == len(run["finals"]) == 2
+        for history in run["histories"]:
+            lengths = {len(history[key]) for key in ("step", "examples_seen", "train_bound",
+                                                     "test_bound", "wall_seconds")}
+            assert lengths == {3}, label  # 600 images seen, an evaluation every 200
         assert run["examples_seen"] == 600
-        for key in ("test_elbo", "log_likelihood", "log_likelihood_se"):
-            assert math.isfinite(run[key]), (label, key)
-        assert 0 <= run["active_units"] <= 20
+        # the two runs differ (their own seeds), and the group's numbers are their mean and s.e.
+        first, second = (f["test_elbo"] for f in run["finals"])
+        assert first != second
+        assert run["test_elbo"] == pytest.approx((first + second) / 2)
+        assert run["test_elbo_spread_se"] == pytest.approx(abs(first - second) / 2)
+        for final in run["finals"]:
+            for key in ("test_elbo", "log_likelihood", "log_likelihood_se"):
+                assert math.isfinite(final[key]), (label, key)
+            assert 0 <= final["active_units"] <= 20
         assert [p["examples_seen"] for p in run["probes"]] == [200, 600]
+        assert not Path(run["checkpoint"]).is_absolute()
         for probe in run["probes"]:
-            for group in ("encoder", "decoder"):
-                assert probe["stats"][label][group]["total_variance"] > 0
+            assert len(probe["runs"]) == 2  # each run probed with its own estimator
+            for stats in [probe["stats"][label], *probe["runs"]]:
+                for group in ("encoder", "decoder"):
+                    assert stats[group]["total_variance"] > 0
+            assert probe["runs"][0] == probe["stats"][label]
     # The first run's parameters are probed with every estimator that needs no learned baseline.
     shared = data["runs"][labels[0]]["probes"]
     assert all(set(p["stats"]) == set(labels) - {evaluate.NVIL} for p in shared)
@@ -135,7 +148,7 @@ def test_end_to_end_every_series_every_figure_the_table_and_a_redraw(tmp_path, m
     assert main(["mnist-vae", "--quick", "--out", str(tmp_path), *TINY]) == 0
     again = json.loads(path.read_text())["data"]
     for label in labels:
-        assert again["runs"][label]["history"] == data["runs"][label]["history"]
+        assert again["runs"][label]["histories"] == data["runs"][label]["histories"]
         assert again["runs"][label]["probes"] == data["runs"][label]["probes"]
 
 
@@ -162,6 +175,9 @@ def test_results_table_has_every_published_number_and_states_the_scale(tmp_path,
     # Only the protocol's whole budget (all images, epochs, test set, L_5000) is paper scale.
     data.update(train_size=60_000, test_size=10_000, likelihood_k=5000)
     data["runs"]["pathwise_analytic_kl"]["examples_seen"] = 1667 * 60_000
+    record = data["runs"]["pathwise_analytic_kl"]
+    assert f"| pathwise_analytic_kl | 2 | 20 | {record['test_elbo']:.2f} ± " \
+           f"{record['test_elbo_spread_se']:.2f} |" in reduced
     paper = mnist_vae.results_table(results)
     assert "Scale: paper" in paper and "not comparable" not in paper
     assert mnist_vae.scale_of(results)["kind"] == "paper"
@@ -204,11 +220,12 @@ def test_cpu_protocol_trains_uphill_and_records_the_test_bound_it_claims(mnist):
     assert paired_z(before, _per_image_elbos(early.vae, test, 8, seed=7).mean(0)) < Z
 
     history = late.history
-    # The same draws: the trainer evaluates under torch.manual_seed(seed). Only the order of
-    # float32 sums may differ (thread count), far below the estimate's noise (~1e-3 relative).
-    torch.manual_seed(config.seed)
-    assert math.isclose(evaluate.test_elbo(late.vae, test), history["test_bound"][-1],
-                        rel_tol=1e-5)
+    # The same draws: the trainer evaluates from the run's own "evaluate" stream. Only the order
+    # of float32 sums may differ (thread count), far below the estimate's noise (~1e-3 relative).
+    from experiments.mnist.group import test_bounds
+
+    assert math.isclose(test_bounds(late.group, test, config.seeds).item(),
+                        history["test_bound"][-1], rel_tol=1e-5)
     # Statistical: against an independent estimate with other draws and many samples.
     samples = _per_image_elbos(late.vae, test, 16, seed=8)
     spread = samples.var(0).mean().item()  # the mean per-image variance of one sample
@@ -271,7 +288,7 @@ def _fake_mnist(directory, train_count=300, test_labels=None):
 
 def test_measure_gives_a_learned_baseline_only_to_the_estimator_that_trained_it():
     from estimators import EmaBaseline
-    from experiments.mnist.train import NvilBaseline
+    from experiments.mnist.group import NvilBaseline
 
     vae = _small_vae()
     x = torch.bernoulli(torch.full((6, 784), 0.3), generator=torch.Generator().manual_seed(1))
@@ -313,7 +330,7 @@ def _probe_data(total=200):
 
 
 def _probe_config(**changes):
-    settings = dict(epochs=1, batch_size=50, eval_every=100, eval_size=20, likelihood_k=2,
+    settings = dict(runs=2, epochs=1, batch_size=50, eval_every=100, eval_size=20, likelihood_k=2,
                     probe_fractions=(0.0, 1.0), num_replicates=3, replicate_chunk=3,
                     cpu_threads=1)
     return mnist_vae.Config(**{**settings, **changes})
@@ -326,9 +343,9 @@ def test_resumed_probes_must_have_been_measured_with_the_same_settings(tmp_path)
     labels = ["pathwise_analytic_kl:1", "stl"]  # K given: num_samples changes stl's K only
     config = _probe_config()
     with torch_threads(1):
-        first, _ = mnist_vae.train_one(config, labels[0], paths, data, labels)
+        first, _ = mnist_vae.train_group(config, labels[0], paths, data, labels)
         assert [p["examples_seen"] for p in first["probes"]] == [100, 200]
-        again, _ = mnist_vae.train_one(config, labels[0], paths, data, labels)
+        again, _ = mnist_vae.train_group(config, labels[0], paths, data, labels)
         assert again["probes"] == first["probes"]  # resumed: the probes are read back
         probes_file = mnist_vae.checkpoint_path(
             tmp_path, labels[0], mnist_vae.train_config(config, labels[0])
@@ -339,23 +356,23 @@ def test_resumed_probes_must_have_been_measured_with_the_same_settings(tmp_path)
         for other in changed:  # num_samples: stl's K (its label names none)
             with pytest.raises(SystemExit, match=r"^error: mnist-vae: run pathwise_analytic_kl:1: "
                                                  r".*--set resume=false") as error:
-                mnist_vae.train_one(other, labels[0], paths, data, labels)
+                mnist_vae.train_group(other, labels[0], paths, data, labels)
             assert "\n" not in str(error.value)
         with pytest.raises(SystemExit, match="--set resume=false"):  # other estimators probed
-            mnist_vae.train_one(config, labels[0], paths, data, labels[:1])
+            mnist_vae.train_group(config, labels[0], paths, data, labels[:1])
         # A probes file of the old format (a bare list, no settings) is a mismatch too.
         probes_file.write_text(json.dumps(first["probes"]))
         with pytest.raises(SystemExit, match="--set resume=false"):
-            mnist_vae.train_one(config, labels[0], paths, data, labels)
+            mnist_vae.train_group(config, labels[0], paths, data, labels)
         # So is a resumed checkpoint that should have probes and has no probes file.
         probes_file.unlink()
         with pytest.raises(SystemExit, match="--set resume=false"):
-            mnist_vae.train_one(config, labels[0], paths, data, labels)
+            mnist_vae.train_group(config, labels[0], paths, data, labels)
         # resume=false trains afresh and records the new settings.
         fresh = config.replace(num_replicates=4, resume=False)
-        record, _ = mnist_vae.train_one(fresh, labels[0], paths, data, labels)
+        record, _ = mnist_vae.train_group(fresh, labels[0], paths, data, labels)
         assert [p["examples_seen"] for p in record["probes"]] == [100, 200]
-        resumed, _ = mnist_vae.train_one(fresh.replace(resume=True), labels[0], paths, data,
+        resumed, _ = mnist_vae.train_group(fresh.replace(resume=True), labels[0], paths, data,
                                          labels)
         assert resumed["probes"] == record["probes"]
 
@@ -369,7 +386,8 @@ def test_study_counts_the_images_the_trainer_runs():
     assert mnist_vae.total_examples(config, len(data["train"])) == 150
     trainer_config = mnist_vae.train_config(config, "pathwise_analytic_kl")
     with torch_threads(1):
-        result = train(trainer_config, train_data=data["train"], test_images=data["test"])
+        result = train(trainer_config.replace(num_runs=1), train_data=data["train"],
+                       test_images=data["test"])
     assert result.history["examples_seen"][-1] == 150 == total_steps(trainer_config, 200) * 50
     # The iwae schedule ends after its 3280 passes, whatever epochs says.
     burda = TrainConfig(schedule="iwae", epochs=5000, batch_size=20)

@@ -3,6 +3,10 @@
 ``vae.bind(x)`` returns a model with ``log_joint``, ``prior`` and ``log_likelihood`` for the
 minibatch ``x`` (shape (B, 784)); ``vae.posterior(x)`` returns q(z | x) with batch shape (B,) and
 event shape (latent,). Encoder parameters are lambda in the seed, decoder parameters theta.
+
+A group of R runs is the same class with stacked numbers (:func:`experiments.replicated.
+stack_modules`): ``group.posterior(x)`` on x of shape (R, B, 784) gives batch shape (R, B), and
+``group.bind(x).log_joint(z)`` maps z of shape (S, R, B, latent) to (S, R, B).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.distributions import Bernoulli, Independent, Normal
+
+from estimators import NormalWithNoise
 
 __all__ = ["Architecture", "ARCHITECTURES", "VAE", "BoundVAE"]
 
@@ -87,11 +93,14 @@ class VAE(nn.Module):
     def prior(self):
         return Independent(Normal(self.prior_loc, self.prior_scale), 1)
 
-    def posterior(self, x: torch.Tensor):
+    def posterior(self, x: torch.Tensor, noise: torch.Tensor | None = None):
+        """q(z | x); with ``noise``, a q whose one draw is that standard noise
+        (:class:`~estimators.NormalWithNoise`)."""
         loc, pre_scale = self.encoder(x).chunk(2, dim=-1)
         # softplus keeps the scale positive without the exp's blow-ups early in training
         scale = nn.functional.softplus(pre_scale) + 1e-6
-        return Independent(Normal(loc, scale), 1)
+        return Independent(Normal(loc, scale) if noise is None
+                           else NormalWithNoise(loc, scale, noise), 1)
 
     def observation(self, z: torch.Tensor):
         """p(x | z) as a distribution with event shape (data_dim,)."""
