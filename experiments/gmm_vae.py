@@ -5,17 +5,22 @@ a circle of radius 3). The VAE has a 2-D latent z with the seed's section 6 choi
 N(0, I), Gaussian encoder q(z | x) (an MLP gives its mean and scale: lambda), Gaussian decoder
 p(x | z) (an MLP gives its mean; one learned log-scale per coordinate: theta).
 
-Each estimator of :data:`estimators.ESTIMATORS` trains the same network from the same
-initialisation on the same data stream, at the same budget (steps, minibatch, samples per point),
-plus "score_function+nvil": the score function with NVIL's learned, input-dependent baseline
-b(x) (Mnih & Gregor 2014), a small MLP trained by the same backward pass (the ``baseline=``
+Each estimator of :data:`estimators.ESTIMATORS` trains a group of ``runs`` runs, one group as
+one network with stacked parameters (:func:`experiments.replicated.stack_modules`): run r of
+every estimator starts from the same initialisation and sees the same data stream (both from
+seed s + r), at the same budget (steps, minibatch, samples per point), so estimators are
+compared run for run, and every number has a spread over runs. Also trained:
+"score_function+nvil", the score function with NVIL's learned, input-dependent baseline b(x)
+(Mnih & Gregor 2014), a small MLP per run trained by the same backward pass (the ``baseline=``
 tensor option of :func:`estimators.score_function`).
 
-Recorded: the ELBO of held-out data against steps and wall-clock time; at several points of
-training, the variance and signal-to-noise ratio of the encoder (lambda) and decoder (theta)
+Recorded, per run: the ELBO of held-out data against steps and wall-clock time; at several points
+of training, the variance and signal-to-noise ratio of the encoder (lambda) and decoder (theta)
 gradients, from R independent gradient estimates computed in one vectorised pass (the network
 parameters replicated R times, :func:`torch.func.functional_call` under :func:`torch.func.vmap`,
-then :func:`estimators.diagnostics.replicate_gradients`); the learned density; the latent space.
+then :func:`estimators.diagnostics.replicate_gradients`) on the run's own parameters; the
+log-likelihood of held-out data. Run 0 of each group also gives the learned density and the
+latent space.
 """
 
 from __future__ import annotations
@@ -28,16 +33,17 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from estimators import EmaBaseline
+from estimators import EmaBaseline, NormalWithNoise
 from estimators.base import log_mean_exp
 from estimators.diagnostics import batch_mean, group_summary, replicate_gradients
 from estimators.targets import GaussianMixtureTarget
 
 from .common import StudyConfig, Timer, progress, save_figure
 # The helpers shared with experiments.mnist: NVIL's name, the measurement's options, R copies of
-# a VAE as one network.
-from .replicated import (NVIL, estimator_for, estimator_names, probe_options,
-                         replicated_vae_build)
+# a VAE as one network, per-run random streams, the guard of non-finite runs.
+from .replicated import (NVIL, RunGenerators, RunGuard, estimator_for, estimator_names,
+                         probe_options, replicated_vae_build, stack_modules, stream_seed,
+                         unstack_module)
 
 NAME = "gmm-vae"
 SUMMARY = "a 2-D VAE on eight Gaussians trained with every estimator: ELBO, gradient SNR, density"
@@ -47,6 +53,7 @@ SUMMARY = "a 2-D VAE on eight Gaussians trained with every estimator: ELBO, grad
 class Config(StudyConfig):
     """Every field can be changed with --set FIELD=VALUE (tuples as comma-separated lists)."""
 
+    runs: int = 5  # independent runs of each estimator, trained as one group (seeds seed .. seed + runs - 1)
     hidden: int = 64  # width of the two hidden layers of encoder, decoder and NVIL baseline
     latent_dim: int = 2
     steps: int = 3000  # Adam steps, the same for every estimator
@@ -68,7 +75,7 @@ class Config(StudyConfig):
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(quick=True, steps=400, eval_every=50, eval_points=1024,
+        return cls(quick=True, runs=3, steps=400, eval_every=50, eval_points=1024,
                    diagnostic_fractions=(0.0, 0.25, 1.0), num_replicates=64,
                    likelihood_num_samples=64, grid_size=50, density_prior_samples=2048,
                    latent_points=500)
@@ -108,17 +115,20 @@ class GaussianVAE(nn.Module):
         params["decoder_log_scale"] = self.decoder_log_scale
         return params
 
-    def posterior(self, x: torch.Tensor) -> Independent:
-        return posterior_from_output(self.encoder(x))
+    def posterior(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> Independent:
+        """q(z | x); with ``noise``, a q whose one draw is that standard noise."""
+        return posterior_from_output(self.encoder(x), noise)
 
     def bind(self, x: torch.Tensor) -> "BoundVAE":
         return BoundVAE(x, self.decoder, self.decoder_log_scale, self.latent_dim)
 
 
-def posterior_from_output(output: torch.Tensor) -> Independent:
+def posterior_from_output(output: torch.Tensor, noise: torch.Tensor | None = None) -> Independent:
     loc, pre_scale = output.chunk(2, dim=-1)
     # softplus keeps the scale positive without the exponential's blow-ups early in training
-    return Independent(Normal(loc, nn.functional.softplus(pre_scale) + 1e-4), 1)
+    scale = nn.functional.softplus(pre_scale) + 1e-4
+    return Independent(Normal(loc, scale) if noise is None else NormalWithNoise(loc, scale, noise),
+                       1)
 
 
 def standard_prior(latent_dim: int, like: torch.Tensor) -> Independent:
@@ -156,11 +166,15 @@ class BoundVAE:
 
 
 @torch.no_grad()
-def heldout_elbo(vae: GaussianVAE, x: torch.Tensor, num_samples: int) -> float:
-    """The ELBO averaged over held-out points, num_samples pathwise samples per point."""
+def heldout_elbo(vae: GaussianVAE, x: torch.Tensor, num_samples: int, runs: int | None = None):
+    """The ELBO averaged over held-out points, num_samples pathwise samples per point: a float,
+    or for a stacked group of ``runs`` runs a (runs,) tensor, one per run."""
+    if runs is not None:
+        x = x.unsqueeze(0).expand(runs, *x.shape)
     q = vae.posterior(x)
     z = q.sample((num_samples,))
-    return (vae.bind(x).log_joint(z) - q.log_prob(z)).mean().item()
+    values = (vae.bind(x).log_joint(z) - q.log_prob(z)).mean(0)
+    return values.mean(-1) if runs is not None else values.mean().item()
 
 
 @torch.no_grad()
@@ -206,54 +220,110 @@ def probe(name: str, vae: GaussianVAE, x: torch.Tensor, config: Config, options:
     return {"encoder": group_summary(grads.lambda_), "decoder": group_summary(grads.theta)}
 
 
+class Group:
+    """The ``runs`` runs of one estimator as one network: run r built under seed s + r."""
+
+    def __init__(self, name: str, config: Config, runs: int):
+        self.name, self.runs = name, runs
+        seeds = [config.seed + run for run in range(runs)]
+        vaes, baselines = [], []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            vaes.append(GaussianVAE(latent_dim=config.latent_dim, hidden=config.hidden))
+            if name == NVIL:
+                baselines.append(mlp([2, config.hidden, 1]))
+        self.template = vaes[0]
+        self.vae = stack_modules(vaes)
+        self.baseline_template = baselines[0] if baselines else None
+        self.baseline = stack_modules(baselines) if baselines else None
+        self.ema = EmaBaseline(batch_dims=1) if name == "score_function_ema" else None
+        # Each run's data stream and noise, from its own seed: run r of every estimator sees the
+        # same points.
+        self.data_streams = [torch.Generator().manual_seed(seed + 1) for seed in seeds]
+        self.noise = RunGenerators([stream_seed(seed, "gmm-vae noise") for seed in seeds])
+
+    def parameters(self) -> list:
+        return [*self.vae.parameters(), *(self.baseline.parameters() if self.baseline else [])]
+
+    def state(self) -> list:
+        """Every tensor of the runs' state that a non-finite step must not keep."""
+        tensors = self.parameters()
+        if self.ema is not None and self.ema.value is not None:
+            tensors.append(self.ema.value)
+        return tensors
+
+    def run_vae(self, run: int) -> GaussianVAE:
+        return unstack_module(self.vae, self.template, run)
+
+    def options(self, x: torch.Tensor, run: int | None = None) -> dict:
+        """The estimator's options on the runs' x (R, B, 2), or on run ``run``'s plain x (B, 2)."""
+        if self.baseline is not None:
+            if run is None:
+                return {"baseline": self.baseline(x).squeeze(-1)}
+            own = unstack_module(self.baseline, self.baseline_template, run)
+            return {"baseline": own(x).squeeze(-1)}
+        if self.ema is not None:
+            if run is None:
+                return {"state": self.ema}
+            own = EmaBaseline(self.ema.decay)
+            own.value = None if self.ema.value is None else self.ema.value[run, 0].clone()
+            return {"state": own}
+        return {}
+
+
 def train(name: str, config: Config, data: GaussianMixtureTarget, heldout: torch.Tensor,
-          probe_x: torch.Tensor) -> tuple[dict, GaussianVAE]:
-    """One run: the same initialisation and data stream for every estimator (the seed is reset)."""
-    torch.manual_seed(config.seed)
-    vae = GaussianVAE(latent_dim=config.latent_dim, hidden=config.hidden)
-    params = list(vae.parameters())
-    baseline_net = None
-    if name == NVIL:
-        baseline_net = mlp([2, config.hidden, 1])
-        params += list(baseline_net.parameters())
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+          probe_x: torch.Tensor, runs: int | None = None, probing: bool = True
+          ) -> tuple[dict, Group]:
+    """One estimator's group of runs: run r starts from seed s + r's initialisation and data.
+
+    A run whose loss or parameters turn non-finite is frozen at its last finite state and named
+    in ``record["diverged"]``; the others go on. ``probing`` False skips the gradient probes (the
+    speed benchmark).
+    """
+    runs = runs or config.runs
+    group = Group(name, config, runs)
+    optimizer = torch.optim.Adam(group.parameters(), lr=config.learning_rate)
     estimator = estimator_for(name)
-    state = EmaBaseline() if name == "score_function_ema" else None
+    guard = RunGuard(group.state, runs, "cpu")
     probe_steps = sorted({int(round(f * config.steps)) for f in config.diagnostic_fractions})
     record = {"step": [], "seconds": [], "elbo": [], "probe_step": [], "probes": []}
     elapsed, durations = 0.0, []
-    generator = torch.Generator().manual_seed(config.seed + 1)
+    step_count = torch.zeros(1, dtype=torch.int64)
     for step in range(config.steps + 1):
         if step % config.eval_every == 0 or step == config.steps:
             record["step"].append(step)
             record["seconds"].append(elapsed)
-            record["elbo"].append(heldout_elbo(vae, heldout, config.eval_num_samples))
-        if step in probe_steps:
-            options = {"state": state} if state is not None else {}
-            if baseline_net is not None:
-                options["baseline"] = baseline_net(probe_x).squeeze(-1)
+            record["elbo"].append(heldout_elbo(group.vae, heldout, config.eval_num_samples,
+                                               runs=runs).tolist())
+        if probing and step in probe_steps:
             record["probe_step"].append(step)
-            record["probes"].append(probe(name, vae, probe_x, config, options))
+            record["probes"].append([probe(name, group.run_vae(run), probe_x, config,
+                                           group.options(probe_x, run)) for run in range(runs)])
         if step == config.steps:
             break
-        x = sample_data(data, config.batch_size, generator)
         with Timer() as timer:
-            options = {"state": state} if state is not None else {}
-            if baseline_net is not None:
-                options["baseline"] = baseline_net(x).squeeze(-1)
-            estimate = estimator(vae.bind(x), vae.posterior(x), config.num_samples, **options)
+            x = torch.stack([sample_data(data, config.batch_size, stream)
+                             for stream in group.data_streams])
+            noise = group.noise.normal((config.num_samples, config.batch_size, config.latent_dim),
+                                       x.dtype, dim=1)
+            guard.snapshot()
+            estimate = estimator(group.vae.bind(x), group.vae.posterior(x, noise),
+                                 config.num_samples, **group.options(x))
+            loss = -estimate.surrogate.mean(-1)
             optimizer.zero_grad()
-            (-estimate.surrogate.mean()).backward()
+            loss.sum().backward()
             optimizer.step()
+            step_count += 1
+            guard.keep(loss.detach(), step_count)
         elapsed += timer.seconds
         durations.append(timer.seconds)
-        if not math.isfinite(estimate.elbo.mean().item()):
-            raise SystemExit(f"error: gmm-vae: training with {name} diverged at step {step} "
-                             "(non-finite ELBO); lower --set learning_rate=...")
+    record["elbo"] = np.asarray(record["elbo"]).T.tolist()  # (runs, evaluations)
+    bad = guard.first_bad.tolist()
+    record["diverged"] = [{"run": run, "step": at} for run, at in enumerate(bad) if at >= 0]
     record["seconds_per_step"] = elapsed / config.steps
     # The median step is robust to other processes taking the CPU for a while.
     record["median_step_seconds"] = float(np.median(durations))
-    return record, vae
+    return record, group
 
 
 def sample_data(data: GaussianMixtureTarget, count: int, generator: torch.Generator):
@@ -273,6 +343,7 @@ def validate(config: Config) -> None:
         (bool(unknown), f"unknown estimator(s) {', '.join(unknown)}; choose from "
                         f"{', '.join(estimator_names())}"),
         (config.steps < 1, f"steps must be >= 1, got {config.steps}"),
+        (config.runs < 1, f"runs must be >= 1 (2 or more give a spread), got {config.runs}"),
         (config.eval_every < 1, f"eval_every must be >= 1, got {config.eval_every}"),
         (config.batch_size < 1 or config.diagnostic_batch < 1, "batch sizes must be >= 1"),
         (config.num_samples < 2, "num_samples must be >= 2 (score_function_loo and "
@@ -311,15 +382,17 @@ def run(config: Config, paths) -> dict:
 
     runs = {}
     for name in progress(names, desc="gmm-vae: estimators"):
-        record, vae = train(name, config, data, heldout, probe_x)
+        record, group = train(name, config, data, heldout, probe_x)
         with torch.no_grad():
-            record["log_likelihood"] = log_likelihood(vae, heldout,
-                                                      config.likelihood_num_samples).mean().item()
-            # Pictures only: four decimals keep the results file small.
+            vaes = [group.run_vae(run) for run in range(group.runs)]
+            record["log_likelihood"] = [
+                log_likelihood(vae, heldout, config.likelihood_num_samples).mean().item()
+                for vae in vaes]
+            # Pictures of run 0 only: four decimals keep the results file small.
             record["grid_log_density"] = prior_density(
-                vae, grid, config.density_prior_samples).reshape(
+                vaes[0], grid, config.density_prior_samples).reshape(
                 config.grid_size, config.grid_size).double().round(decimals=4)
-            record["latent_means"] = vae.posterior(latent_x).mean.double().round(decimals=4)
+            record["latent_means"] = vaes[0].posterior(latent_x).mean.double().round(decimals=4)
         runs[name] = record
     return {
         "names": names, "runs": runs, "data_entropy": data_entropy,
@@ -330,7 +403,7 @@ def run(config: Config, paths) -> dict:
             config.grid_size, config.grid_size).round(decimals=4),
         "num_samples": config.num_samples, "batch_size": config.batch_size,
         "steps": config.steps, "num_replicates": config.num_replicates,
-        "diagnostic_batch": config.diagnostic_batch,
+        "diagnostic_batch": config.diagnostic_batch, "num_runs": config.runs,
     }
 
 
@@ -358,28 +431,32 @@ def plot(results: dict, results_path, paths) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .style import mean_and_se, plot_band
+
     data = results["data"]
     runs, names, objectives = data["runs"], data["names"], data["objectives"]
+    count = data["num_runs"]
     script = "experiments/gmm_vae.py"
     figures = []
     budget = (f"{data['steps']} Adam steps, {data['batch_size']} points x K = "
-              f"{data['num_samples']} samples per step, for every estimator")
+              f"{data['num_samples']} samples per step, for every estimator; mean of {count} runs"
+              ", band ±1 s.e. over runs")
 
     # Held-out ELBO against steps and wall-clock time, as a gap to the data's own entropy.
     fig, axes = _figure(plt, 1, 2, (12, 4.6))
     entropy = data["data_entropy"]
     for name in names:
         run = runs[name]
-        gap = np.maximum(-entropy - np.asarray(run["elbo"]), 1e-3)
+        gap = np.maximum(-entropy - np.asarray(run["elbo"]), 1e-3)  # (runs, evaluations)
         seconds = np.asarray(run["step"]) * run["median_step_seconds"]
         for ax, x in ((axes[0, 0], run["step"]), (axes[0, 1], seconds)):
-            ax.plot(x, gap, label=name, **_line(name, objectives[name]))
+            plot_band(ax, x, gap, label=name, **_line(name, objectives[name]))
     for ax in axes[0]:
         ax.set_yscale("log")
         ax.set_ylabel("−(held-out ELBO) − (data entropy)\n(nats per point, lower is better)")
     axes[0, 0].set_xlabel("Adam step")
-    axes[0, 1].set_xlabel("training time (s) = steps × median wall-clock time of one step\n"
-                          "(estimator, backward pass and Adam update)")
+    axes[0, 1].set_xlabel(f"training time of the group of {count} runs (s) = steps × median "
+                          "wall-clock time\nof one step (estimator, backward pass and Adam update)")
     axes[0, 0].set_title("(a) against steps", fontsize=10)
     axes[0, 1].set_title("(b) against wall-clock time", fontsize=10)
     handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -396,18 +473,18 @@ def plot(results: dict, results_path, paths) -> list:
         run = runs[name]
         steps = np.asarray(run["probe_step"], float)
         for row, group in enumerate(("encoder", "decoder")):
-            values = [p[group] for p in run["probes"]]
-            for col, (key, se) in enumerate((("total_variance", "total_variance_se"),
-                                              ("mean_snr", "mean_snr_se"))):
-                axes[row, col].errorbar(steps, [v[key] for v in values],
-                                        yerr=[v[se] for v in values], marker="o", markersize=4,
+            for col, key in enumerate(("total_variance", "mean_snr")):
+                # (probes, runs): each run on its own parameters; mean and s.e. over runs
+                values = np.asarray([[r[group][key] for r in p] for p in run["probes"]]).T
+                mean, se = mean_and_se(values)
+                axes[row, col].errorbar(steps, mean, yerr=se, marker="o", markersize=4,
                                         capsize=2, label=name, **_line(name, objectives[name]))
     symbols = {"encoder": "λ", "decoder": "θ"}
     for row, group in enumerate(("encoder", "decoder")):
         axes[row, 0].set_ylabel(f"total variance of the {group} ({symbols[group]}) gradient\n"
-                                "(trace of covariance, ±1 s.e.)")
+                                "(trace of covariance; mean over runs, ±1 s.e. over runs)")
         axes[row, 1].set_ylabel(f"mean SNR of the {group} ({symbols[group]}) gradient\n"
-                                "|mean| / sd per coordinate, averaged (±1 s.e.)")
+                                "|mean| / sd per coordinate, averaged (±1 s.e. over runs)")
         for ax in axes[row]:
             ax.set_yscale("log")
             ax.set_xlabel("training step at which gradients are probed")
@@ -416,7 +493,8 @@ def plot(results: dict, results_path, paths) -> list:
                frameon=False, title="estimator", title_fontsize=8)
     fig.suptitle(f"gradient noise during training: {data['num_replicates']} independent estimates "
                  f"on one minibatch of {data['diagnostic_batch']} points, K = "
-                 f"{data['num_samples']}", fontsize=10)
+                 f"{data['num_samples']}, on each of the {count} runs' own parameters",
+                 fontsize=10)
     figures += save_figure(fig, paths, "gmm-vae-gradients", results_path, script)
 
     figures += _plot_density(plt, data, results_path, paths, script)
@@ -434,6 +512,8 @@ def _panels(plt, count: int, size_per: float = 2.6):
 
 
 def _plot_density(plt, data, results_path, paths, script):
+    from .style import mean_and_se
+
     names, runs = data["names"], data["runs"]
     axis = np.asarray(data["grid_axis"])
     sample = np.asarray(data["heldout_sample"])
@@ -447,7 +527,8 @@ def _plot_density(plt, data, results_path, paths, script):
             density, title = truth, f"data: eight Gaussians\nE log p(x) = {-data['data_entropy']:.3f}"
         else:
             density = np.exp(np.asarray(runs[name]["grid_log_density"]))
-            title = f"{name}\nlog p(x) ≈ {runs[name]['log_likelihood']:.3f}"
+            mean, se = mean_and_se(np.asarray(runs[name]["log_likelihood"])[:, None])
+            title = f"{name}\nlog p(x) ≈ {mean[0]:.3f} ± {se[0]:.3f}"
         image = ax.contourf(axis, axis, density, levels=levels, cmap="Blues", extend="max")
         ax.scatter(sample[:200, 0], sample[:200, 1], s=1.5, color="#d62728", alpha=0.7,
                    linewidth=0)
@@ -457,9 +538,10 @@ def _plot_density(plt, data, results_path, paths, script):
         ax.set_ylabel("x₂", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.colorbar(image, ax=axes, shrink=0.6, label="density p(x)", format="%.2f")
-    fig.suptitle("learned density p(x) = E_p(z)[p(x|z)] (blue, one scale for all panels) against "
-                 "held-out data (red dots); log p(x): held-out mean, nats per point "
-                 "(importance-weighted estimate)", fontsize=9)
+    fig.suptitle("learned density p(x) = E_p(z)[p(x|z)] of run 0 (blue, one scale for all panels) "
+                 "against held-out data (red dots); log p(x): held-out mean, nats per point "
+                 f"(importance-weighted estimate), mean ± s.e. over {data['num_runs']} runs",
+                 fontsize=9)
     return save_figure(fig, paths, "gmm-vae-density", results_path, script)
 
 
@@ -486,8 +568,9 @@ def _plot_latent(plt, data, results_path, paths, script):
     bar = fig.colorbar(points, ax=axes, shrink=0.6, label="mixture component of x")
     bar.set_ticks(np.arange(labels.max() + 1) + 0.5)
     bar.set_ticklabels([str(i + 1) for i in range(labels.max() + 1)])
-    fig.suptitle("latent space: encoder means of held-out points, coloured by the ring component "
-                 "they came from; dotted circles: 1 and 2 prior standard deviations", fontsize=9)
+    fig.suptitle("latent space of run 0: encoder means of held-out points, coloured by the ring "
+                 "component they came from; dotted circles: 1 and 2 prior standard deviations",
+                 fontsize=9)
     return save_figure(fig, paths, "gmm-vae-latent", results_path, script)
 
 
@@ -497,23 +580,35 @@ def _plot_latent(plt, data, results_path, paths, script):
 
 
 def summary(results: dict) -> str:
-    """The key numbers of saved results, as plain text."""
+    """The key numbers of saved results, as plain text: means ± s.e. over the runs."""
+    from .style import mean_and_se
+
     data = results["data"]
-    lines = [f"gmm-vae ({results['metadata']['wall_seconds']:.0f} s; {data['steps']} steps; data "
-             f"entropy {data['data_entropy']:.3f} nats): median time per step, final held-out "
-             "ELBO and log p(x), encoder / decoder gradient total variance and mean SNR at the "
-             "first and last probe"]
+    lines = [f"gmm-vae ({results['metadata']['wall_seconds']:.0f} s; {data['steps']} steps; "
+             f"{data['num_runs']} runs of each estimator; data entropy "
+             f"{data['data_entropy']:.3f} nats): median time per step of the group, final "
+             "held-out ELBO and log p(x) (mean ± s.e. over runs), encoder / decoder gradient "
+             "total variance and mean SNR at the first and last probe (means over runs)"]
+
+    def both(values):
+        mean, se = mean_and_se(np.asarray(values, dtype=float)[:, None])
+        return f"{mean[0]:7.3f} ± {se[0]:.3f}"
+
     for name in data["names"]:
         run = data["runs"][name]
-        first, last = run["probes"][0], run["probes"][-1]
         parts = []
-        for group in ("encoder", "decoder"):
-            parts.append(f"{group} var {first[group]['total_variance']:.3g} -> "
-                         f"{last[group]['total_variance']:.3g}, SNR {first[group]['mean_snr']:.2f}"
-                         f" -> {last[group]['mean_snr']:.2f}")
+        if run["probes"]:
+            first, last = run["probes"][0], run["probes"][-1]
+            for group in ("encoder", "decoder"):
+                var = [np.mean([r[group]["total_variance"] for r in p]) for p in (first, last)]
+                snr = [np.mean([r[group]["mean_snr"] for r in p]) for p in (first, last)]
+                parts.append(f"{group} var {var[0]:.3g} -> {var[1]:.3g}, SNR {snr[0]:.2f} -> "
+                             f"{snr[1]:.2f}")
+        diverged = "".join(f" (run {d['run']} diverged at step {d['step']})"
+                           for d in run.get("diverged", []))
         lines.append(f"  {name:24s} {1e3 * run['median_step_seconds']:5.2f} ms  ELBO "
-                     f"{run['elbo'][-1]:7.3f}  log p(x) {run['log_likelihood']:7.3f}  | "
-                     + " | ".join(parts))
+                     f"{both([e[-1] for e in run['elbo']])}  log p(x) "
+                     f"{both(run['log_likelihood'])}{diverged}  | " + " | ".join(parts))
     return "\n".join(lines)
 
 

@@ -23,8 +23,10 @@ measurement that must not move training's state (:func:`probe_options`).
 from __future__ import annotations
 
 import copy
+import zlib
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Independent, Normal
@@ -34,7 +36,7 @@ from estimators import ESTIMATORS, EmaBaseline
 
 __all__ = ["NVIL", "estimator_names", "estimator_for", "probe_options", "RunLinear",
            "stack_modules", "unstack_module", "run_forward", "replicated_vae_build",
-           "RunGenerators", "RunGuard"]
+           "stream_seed", "RunGenerators", "RunGuard"]
 
 # The score function with NVIL's learned, input-dependent baseline b(x) (Mnih & Gregor 2014): the
 # registry's score_function given ``baseline=b(x)``, a tensor of shape (B,), or (R, B) for R runs.
@@ -262,6 +264,13 @@ def replicated_vae_build(vae: nn.Module, x: torch.Tensor) -> Callable:
 # --------------------------------------------------------------------------------------------
 # Random streams and non-finite runs
 # --------------------------------------------------------------------------------------------
+
+
+def stream_seed(seed: int, purpose: str) -> int:
+    """A 63-bit seed for one purpose of one run, independent of every other (numpy's SeedSequence)."""
+    words = np.random.SeedSequence([int(seed), zlib.crc32(purpose.encode())]).generate_state(
+        2, np.uint32)
+    return int(words[0]) << 31 | int(words[1]) >> 1
 
 
 class RunGenerators:

@@ -107,7 +107,7 @@ def test_training_improves_the_heldout_elbo():
     assert not _train(-1.0) > threshold
 
 
-TINY = ["--set", "steps=4", "--set", "eval_every=2", "--set", "eval_points=64",
+TINY = ["--set", "runs=2", "--set", "steps=4", "--set", "eval_every=2", "--set", "eval_points=64",
         "--set", "eval_num_samples=2", "--set", "likelihood_num_samples=4",
         "--set", "num_replicates=4", "--set", "diagnostic_batch=8", "--set", "grid_size=6",
         "--set", "density_prior_samples=16", "--set", "latent_points=32", "--set", "hidden=8",
@@ -122,6 +122,9 @@ def test_end_to_end_every_estimator_writes_results_and_figures_then_redraws(tmp_
     runs = saved["data"]["runs"]
     assert gmm_vae.NVIL in gmm_vae.summary(saved)
     assert set(runs) == set(ESTIMATORS) | {gmm_vae.NVIL}
+    for name, run in runs.items():  # two runs each: curves, probes and log p(x) per run
+        assert len(run["elbo"]) == 2 and len(run["elbo"][0]) == 3, name
+        assert len(run["log_likelihood"]) == 2 and all(len(p) == 2 for p in run["probes"])
     for name in ("training", "gradients", "density", "latent"):
         for suffix in ("png", "pdf"):
             assert (tmp_path / "figures" / f"gmm-vae-{name}-quick.{suffix}").stat().st_size > 0
@@ -133,3 +136,45 @@ def test_end_to_end_every_estimator_writes_results_and_figures_then_redraws(tmp_
 def test_unknown_estimator_fails_with_one_line_naming_it(tmp_path):
     with pytest.raises(SystemExit, match="unknown estimator.*nope"):
         main(["gmm-vae", "--quick", "--out", str(tmp_path), "--set", "estimators=nope"])
+
+
+def _group_and_solos(name, config, runs=3):
+    heldout, probe_x = _batch(32, seed=5), _batch(8, seed=6)
+    _, group = gmm_vae.train(name, config.replace(runs=runs), DATA, heldout, probe_x,
+                             probing=False)
+    solos = [gmm_vae.train(name, config.replace(seed=config.seed + run, runs=1), DATA, heldout,
+                           probe_x, probing=False)[1] for run in range(runs)]
+    return group, solos
+
+
+def _assert_runs_are_solo_runs(group, solos):
+    for run, solo in enumerate(solos):
+        for (name, a), b in zip(group.run_vae(run).state_dict().items(),
+                                solo.run_vae(0).state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"run {run}, {name}")
+
+
+SMALL_CONFIG = gmm_vae.Config(steps=30, hidden=8, batch_size=16, num_samples=2, eval_every=30,
+                              eval_points=16, eval_num_samples=2, seed=4)
+
+
+@pytest.mark.parametrize("name", ["pathwise", "score_function_loo", gmm_vae.NVIL,
+                                  "score_function_ema"])
+def test_run_r_of_a_group_is_the_solo_run_of_seed_s_plus_r(name):
+    _assert_runs_are_solo_runs(*_group_and_solos(name, SMALL_CONFIG))
+
+
+def test_a_group_whose_runs_share_their_noise_fails_the_same_check(monkeypatch):
+    # The negative test: every run of the group draws run 0's noise.
+    from experiments.replicated import RunGenerators
+
+    normal = RunGenerators.normal
+
+    def shared(self, shape, dtype, dim=0):
+        draws = normal(self, shape, dtype, dim)
+        return draws.narrow(dim, 0, 1).expand_as(draws).clone()
+
+    monkeypatch.setattr(RunGenerators, "normal", shared)  # a solo run's noise is its own still
+    coupled, solos = _group_and_solos("pathwise", SMALL_CONFIG)
+    with pytest.raises(AssertionError, match="run 1"):
+        _assert_runs_are_solo_runs(coupled, solos)

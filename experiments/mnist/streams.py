@@ -17,25 +17,15 @@ block, so a resumed run redraws exactly what it would have drawn.
 
 from __future__ import annotations
 
-import zlib
-
-import numpy as np
 import torch
 
-from ..replicated import RunGenerators
+from ..replicated import RunGenerators, stream_seed
 from .data import DeviceDataset
 
 __all__ = ["stream_seed", "block_steps", "RunStreams", "evaluation_generators"]
 
 BLOCK_ELEMENTS = 2 ** 22  # images' pixels drawn per run and block, at most (16 MB in float32)
 MAX_BLOCK_STEPS = 100
-
-
-def stream_seed(seed: int, purpose: str) -> int:
-    """A 63-bit seed for one purpose of one run, independent of every other (numpy's SeedSequence)."""
-    words = np.random.SeedSequence([int(seed), zlib.crc32(purpose.encode())]).generate_state(
-        2, np.uint32)
-    return int(words[0]) << 31 | int(words[1]) >> 1
 
 
 def block_steps(batch_size: int, pixels: int) -> int:
