@@ -9,6 +9,7 @@ import importlib
 STUDIES = {
     "cost-functions": "experiments.cost_functions",
     "gmm-vi": "experiments.gmm_vi",
+    "score-forms": "experiments.score_forms",
     "gmm-vae": "experiments.gmm_vae",
     "seed-ideas": "experiments.seed_ideas",
     "mnist-vae": "experiments.mnist_vae",

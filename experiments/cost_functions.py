@@ -20,7 +20,20 @@ F = E[f s^2], G = E[f] and g = E[f s] the exact gradient (for one parameter):
   samples the trace-optimal ratio sum_{j != k} f_j |s_j|^2 / sum_{j != k} |s_j|^2 has one term, so
   |s_j|^2 cancels); the estimate is (f_1 - f_2)(s_1 - s_2) / 2 and K Var = A + B C - 2 F G, exactly;
 * the per-parameter optimal constant baseline b* = F / C of the paper's figure, known exactly
-  (not estimated, so not an estimator of the registry): K Var = A - F^2 / C - g^2; drawn dashed.
+  (not estimated, so not an estimator of the registry): K Var = A - F^2 / C - g^2; drawn dashed;
+* ``measure_valued`` (Mohamed et al. 2020, section 6): d/dmu is c [f(mu + sigma w) -
+  f(mu - sigma w')], c = 1 / (sigma sqrt(2 pi)), w, w' independent Weibull(sqrt 2, 2) (the
+  Rayleigh law, density w exp(-w^2 / 2)); d/dsigma is [f(mu + sigma m) - f(mu + sigma n)] / sigma,
+  m double-sided Maxwell (density m^2 phi(m)), n ~ N(0, 1). With R1, R2 (L1, L2) the first two
+  moments of f(mu + sigma w) (of f(mu - sigma w)) and M1, M2 those of f(mu + sigma m):
+  K Var = c^2 (R2 - R1^2 + L2 - L1^2) for mu and (M2 - M1^2 + B - G^2) / sigma^2 for sigma;
+* ``measure_valued_coupled``: w' = w and n = u m, u ~ Uniform(0, 1). With RL = E[f(mu + sigma w)
+  f(mu - sigma w)] and MU = E[f(mu + sigma m) f(mu + sigma u m)], a double integral (over m,
+  and over u inside it): K Var = c^2 (R2 + L2 - 2 RL) - g^2 for mu and
+  (M2 + B - 2 MU) / sigma^2 - g^2 for sigma (u m is N(0, 1), so E[f(mu + sigma u m)^2] = B).
+
+The Rayleigh and Maxwell moments are integrals in e against sqrt(2 pi) e phi(e) (e > 0) and
+e^2 phi(e); MU is a double integral over (m, u), by adaptive cubature.
 
 Every variance is shown as K x variance with K = 2 samples: for ``score_function`` and
 ``pathwise`` that is the single-sample variance of the paper's figures.
@@ -59,14 +72,15 @@ from estimators.diagnostics import gradient_statistics, replicate_gradients
 from .common import StudyConfig, progress, save_figure
 
 NAME = "cost-functions"
-SUMMARY = ("variance of score-function and pathwise gradients of E_N(mu,sigma^2)[f] for three "
-           "cost families (Mohamed et al. 2020, Figs. 2-3)")
+SUMMARY = ("variance of score-function, pathwise and measure-valued gradients of "
+           "E_N(mu,sigma^2)[f] for three cost families (Mohamed et al. 2020, Figs. 2-3)")
 DTYPE = torch.float64
 
 # K: two samples, because score_function_optimal needs one sample to set the other's baseline,
 # and K = 2 is the sample size at which its variance is known exactly (see the module docstring).
 NUM_SAMPLES = 2
-ESTIMATOR_NAMES = ("score_function", "score_function_optimal", "pathwise")
+ESTIMATOR_NAMES = ("score_function", "score_function_optimal", "pathwise", "measure_valued",
+                   "measure_valued_coupled")
 PARAMETERS = ("loc", "scale")  # mu and sigma
 IDEAL = "per-parameter b*"  # key of the exact curve with the paper's per-parameter baseline
 
@@ -143,14 +157,18 @@ def k_grid(config: Config, family: str, count: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 _MOMENTS = ("G", "B", "g", "A", "C", "F", "P")
+_WEAK_MOMENTS = ("R1", "R2", "L1", "L2", "RL", "M1", "M2", "MU")
 
 
-def normal_moments(cost: Cost, k: np.ndarray, loc: float, scale: float) -> dict:
+def normal_moments(cost: Cost, k: np.ndarray, loc: float, scale: float, *,
+                   measure_valued: bool = False) -> dict:
     """E over x ~ N(loc, scale^2) of the products the variances need, for every k and parameter.
 
     Returns {moment: array of shape (len(k), 2)}, the last axis (mu, sigma); G = E[f] and
     B = E[f^2] are repeated on it. Integrated in e = (x - loc) / scale against the standard
-    Normal density, on [-14, 14] (the density's mass beyond is below 1e-44).
+    Normal density, on [-14, 14] (the density's mass beyond is below 1e-44). With
+    ``measure_valued``, also the moments of :func:`weak_derivative_moments` (the double
+    integral of the coupled scale's makes this several times slower).
     """
     k = np.asarray(k, dtype=float)
     peak = -loc / scale  # where the bump of exp(-k x^2) sits, in e
@@ -177,20 +195,91 @@ def normal_moments(cost: Cost, k: np.ndarray, loc: float, scale: float) -> dict:
     points = [p for p in (peak, 0.0) if -14 < p < 14]
     total, _ = integrate.quad_vec(integrand, -14.0, 14.0, epsabs=1e-13, epsrel=1e-12,
                                   points=points, limit=2000)
-    return dict(zip(_MOMENTS, total))
+    moments = dict(zip(_MOMENTS, total))
+    if measure_valued:
+        moments.update(weak_derivative_moments(cost, k, loc, scale))
+    moments["sigma"] = np.full((k.size, 2), float(scale))
+    return moments
+
+
+def weak_derivative_moments(cost: Cost, k: np.ndarray, loc: float, scale: float, *,
+                            coupled: bool = True) -> dict:
+    """The moments of the measure-valued estimators (module docstring), each of shape (len(k), 2).
+
+    Folded onto e > 0: the Rayleigh point mu + sigma w has density sqrt(2 pi) e phi(e) at
+    w = e, and the double-sided Maxwell's, e^2 phi(e), is symmetric, so its two halves are
+    mu +- sigma e. MU, the coupled scale's, is a double integral over (m, u) in
+    [-14, 14] x [0, 1], done by adaptive cubature (``scipy.integrate.cubature``);
+    ``coupled=False`` leaves it out.
+    """
+    k = np.asarray(k, dtype=float)
+    peak = abs(loc / scale)  # where the bump of exp(-k x^2) sits, on the folded axis
+
+    def integrand(e):
+        right, left = cost.value(loc + scale * e, k, np), cost.value(loc - scale * e, k, np)
+        rayleigh = e * math.exp(-0.5 * e * e)  # sqrt(2 pi) e phi(e): the Weibull(sqrt 2, 2) density
+        maxwell = e * e * math.exp(-0.5 * e * e) / math.sqrt(2 * math.pi)  # e^2 phi(e)
+        return np.stack([right * rayleigh, right ** 2 * rayleigh, left * rayleigh,
+                         left ** 2 * rayleigh, right * left * rayleigh, (right + left) * maxwell,
+                         (right ** 2 + left ** 2) * maxwell])
+
+    points = [peak] if 0 < peak < 14 else None
+    total, _ = integrate.quad_vec(integrand, 0.0, 14.0, epsabs=1e-13, epsrel=1e-12,
+                                  points=points, limit=2000)
+    moments = dict(zip(_WEAK_MOMENTS[:-1], total))
+    if coupled:
+        moments["MU"] = coupled_scale_moment(cost, k, loc, scale)
+    return {m: np.repeat(v[:, None], 2, axis=1) for m, v in moments.items()}
+
+
+def coupled_scale_moment(cost: Cost, k: np.ndarray, loc: float, scale: float) -> np.ndarray:
+    """MU = E[f(mu + sigma m) f(mu + sigma u m)], m double-sided Maxwell, u ~ U(0, 1), per k."""
+
+    def integrand(points):  # (N, 2) points (m, u) -> (N, len(k))
+        m, u = points[:, :1], points[:, 1:]
+        density = m * m * np.exp(-0.5 * m * m) / math.sqrt(2 * math.pi)
+        return density * cost.value(loc + scale * m, k, np) * cost.value(loc + scale * u * m, k, np)
+
+    result = integrate.cubature(integrand, [-14.0, 0.0], [14.0, 1.0], atol=1e-12, rtol=1e-11,
+                                max_subdivisions=100_000)
+    if result.status != "converged":
+        raise RuntimeError(f"cost-functions: the coupled scale's double integral did not converge "
+                           f"(error {np.max(result.error):.1e})")
+    return np.asarray(result.estimate)
 
 
 def exact_variances(moments: dict) -> dict:
-    """K x variance of each estimator (K = NUM_SAMPLES = 2), shape (len(k), 2), and the gradient."""
+    """K x variance of each estimator (K = NUM_SAMPLES = 2), shape (len(k), 2), and the gradient.
+
+    With the moments of :func:`weak_derivative_moments`, also the measure-valued variances (the
+    mean's pair in column 0, the scale's in column 1) and ``weak_gradient``, their mean, which
+    must equal ``gradient``. ``cost_rms`` is sqrt E[f^2], the scale of the costs.
+    """
     m = moments
     grad = m["g"]
-    return {
+    plain = {
         "gradient": grad,
+        "cost_rms": np.sqrt(m["B"]),
         "score_function": m["A"] - grad ** 2,
         "score_function_optimal": m["A"] + m["B"] * m["C"] - 2 * m["F"] * m["G"],
         "pathwise": m["P"] - grad ** 2,
         IDEAL: m["A"] - m["F"] ** 2 / m["C"] - grad ** 2,
     }
+    if "R1" not in m:
+        return plain
+    sigma = m["sigma"]
+    # The weak derivatives' constants: 1 / (sigma sqrt(2 pi)) for mu, 1 / sigma for sigma.
+    constant = np.stack([1 / (sigma[:, 0] * math.sqrt(2 * math.pi)), 1 / sigma[:, 1]], -1)
+    spread = np.stack([m["R2"][:, 0] - m["R1"][:, 0] ** 2 + m["L2"][:, 0] - m["L1"][:, 0] ** 2,
+                       m["M2"][:, 1] - m["M1"][:, 1] ** 2 + m["B"][:, 1] - m["G"][:, 1] ** 2], -1)
+    plain["weak_gradient"] = constant * np.stack([m["R1"][:, 0] - m["L1"][:, 0],
+                                                  m["M1"][:, 1] - m["G"][:, 1]], -1)
+    plain["measure_valued"] = constant ** 2 * spread
+    if "MU" in m:
+        coupled = np.stack([m["R2"][:, 0] + m["L2"][:, 0] - 2 * m["RL"][:, 0],
+                            m["M2"][:, 1] + m["B"][:, 1] - 2 * m["MU"][:, 1]], -1)
+        plain["measure_valued_coupled"] = constant ** 2 * coupled - grad ** 2
+    return plain
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,15 +330,25 @@ def replicate(name: str, cost: Cost, k: np.ndarray, config: Config, num_replicat
 
 
 def measure(name: str, cost: Cost, k: np.ndarray, config: Config, exact_gradient: np.ndarray,
-            bar=None) -> dict:
-    """Mean and K x variance, with standard errors, of R estimates per k and parameter."""
+            bar=None, cost_scale: np.ndarray | None = None) -> dict:
+    """Mean and K x variance, with standard errors, of R estimates per k and parameter.
+
+    ``cost_scale`` (sqrt E[f^2] per k, ``exact_variances``' "cost_rms") floors the standard error
+    of the bias z at 1e-10 cost_scale / sigma: a gradient that is zero in exact arithmetic
+    (``measure_valued_coupled``'s for mu at k = mu on the quadratic) is measured as rounding of
+    the costs it takes differences of, not as noise with a standard error of its own.
+    """
     grads = replicate(name, cost, k, config, config.num_replicates,
                       on_chunk=None if bar is None else bar.update)
     row = {}
     for i, p in enumerate(PARAMETERS):
         stats = gradient_statistics(grads[p], torch.as_tensor(exact_gradient[:, i]))
+        z = stats.z
+        if cost_scale is not None:
+            floor = torch.as_tensor(1e-10 * (1 + np.asarray(cost_scale)[:, i]) / config.scale)
+            z = stats.bias / torch.maximum(stats.mean_se, floor)
         row[p] = {
-            "mean": stats.mean, "mean_se": stats.mean_se, "bias_z": stats.z,
+            "mean": stats.mean, "mean_se": stats.mean_se, "bias_z": z,
             "variance": NUM_SAMPLES * stats.variance,
             "variance_se": NUM_SAMPLES * stats.variance_se,
         }
@@ -263,9 +362,12 @@ def run(config: Config, paths) -> dict:
         for family, cost in COSTS.items():
             k_curve = k_grid(config, family, config.num_curve_points)
             k_points = k_grid(config, family, config.num_points)
-            curve = exact_variances(normal_moments(cost, k_curve, config.loc, config.scale))
-            at_points = exact_variances(normal_moments(cost, k_points, config.loc, config.scale))
-            measured = {name: measure(name, cost, k_points, config, at_points["gradient"], bar)
+            curve = exact_variances(normal_moments(cost, k_curve, config.loc, config.scale,
+                                                   measure_valued=True))
+            at_points = exact_variances(normal_moments(cost, k_points, config.loc, config.scale,
+                                                       measure_valued=True))
+            measured = {name: measure(name, cost, k_points, config, at_points["gradient"], bar,
+                                      at_points["cost_rms"])
                         for name in ESTIMATOR_NAMES}
             x = np.linspace(config.loc - 4 * config.scale, config.loc + 4 * config.scale, 241)
             shown_k = k_grid(config, family, 3)
@@ -290,7 +392,8 @@ def run(config: Config, paths) -> dict:
 # Figures
 # --------------------------------------------------------------------------------------------
 
-_MARKERS = {"score_function": "o", "score_function_optimal": "s", "pathwise": "^"}
+_MARKERS = {"score_function": "o", "score_function_optimal": "s", "pathwise": "^",
+            "measure_valued": "D", "measure_valued_coupled": "v"}
 _PARAM_LABEL = {"loc": "μ", "scale": "σ"}
 
 
@@ -347,6 +450,12 @@ def plot(results: dict, results_path, paths) -> list:
                 ax.plot(k_curve, part["exact_curve"][IDEAL][p], color=color("score_function_optimal"),
                         linestyle="--", linewidth=1.3)
                 ax.set_yscale("log")
+                # Down to 1e-5 of the largest curve: a variance that is exactly zero at one k
+                # (measure_valued_coupled in mu at k = mu, quadratic) dips off the bottom.
+                curves = np.concatenate([np.asarray(part["exact_curve"][n][p])
+                                         for n in (*ESTIMATOR_NAMES, IDEAL)])
+                shown = curves[curves > 1e-5 * curves.max()]
+                ax.set_ylim(0.5 * shown.min(), 2 * curves.max())
                 if part["log_k"]:
                     ax.set_xscale("log")
                     low, high = k_curve[0], k_curve[-1]
@@ -361,8 +470,7 @@ def plot(results: dict, results_path, paths) -> list:
                               label=n) for n in ESTIMATOR_NAMES]
             handles.append(Line2D([], [], color=color("score_function_optimal"), linestyle="--",
                                   label="ideal: exact per-parameter baseline b*"))
-            fig.legend(handles=handles, loc="outside lower center", ncol=len(handles),
-                       frameon=False)
+            fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
             fig.suptitle(f"Variance of gradient estimators of E[{part['label']}] under "
                          f"N(μ = {mu:g}, σ = {sigma:g}).   Lines: exact (quadrature); points: "
                          f"Monte Carlo, R = {data['num_replicates']}, ±2 s.e.", fontsize=11.5)
@@ -377,10 +485,17 @@ def plot(results: dict, results_path, paths) -> list:
 
 
 def agreement(part: dict, name: str, parameter: str, factor: float = 1.0) -> np.ndarray:
-    """z = (measured - factor x exact) / s.e. of the measured K x variance, per k point."""
+    """z = (measured - factor x exact) / s.e. of the measured K x variance, per k point.
+
+    A variance that is zero in exact arithmetic (``measure_valued_coupled``'s for mu at k = mu
+    on the quadratic: f(mu + sigma w) = f(mu - sigma w)) is measured as rounding noise with a
+    standard error to match: the s.e. is floored at 1e-10 of the largest exact variance there.
+    """
     row = part["measured"][name][parameter]
     exact = factor * np.asarray(part["exact_points"][name][parameter])
-    return (np.asarray(row["variance"]) - exact) / np.asarray(row["variance_se"])
+    largest = np.max([np.abs(part["exact_points"][n][parameter]) for n in ESTIMATOR_NAMES], 0)
+    se = np.maximum(np.asarray(row["variance_se"]), 1e-10 * (1 + largest))
+    return (np.asarray(row["variance"]) - exact) / se
 
 
 def summary(results: dict) -> str:

@@ -12,10 +12,13 @@ is (loc, log_scale). Four parts:
    * the dimension D up to 100, on a *product-form* target log p(z) = sum_d log p_d(z_d), each
      p_d a 1-D mixture: the exact gradient is then a sum of 1-D quadratures and stays exact at any
      D (a general D-dimensional mixture would need a D-dimensional integral).
-   iwae and dreg estimate the gradient of the K-sample importance-weighted bound, not of the
-   ELBO: their "bias" against the ELBO gradient is the gap between two objectives, expected and
-   not an error. The K sweep also measures that gap directly with a high-precision Monte Carlo
-   reference of the IWAE gradient, so the two can be compared.
+   iwae, dreg and vimco estimate the gradient of the K-sample importance-weighted bound, not of
+   the ELBO: their "bias" against the ELBO gradient is the gap between two objectives, expected
+   and not an error. The K sweep also measures that gap directly with a high-precision Monte
+   Carlo reference of the IWAE gradient, so the three can be compared with it (vimco from K = 2,
+   where its leave-one-out baselines have another sample). The measure-valued estimators
+   evaluate log p at 4D extra points per sample, so their cost grows as D^2: the dimension sweep
+   runs them up to ``measure_valued_max_dim`` (and in passes of fewer replicates).
 2. Fitting q with each estimator at an equal budget (same K per step, same steps, Adam), with the
    exact ELBO of every iterate by quadrature: the gap to the best Gaussian (found with exact
    gradients) against steps and against wall-clock time.
@@ -70,6 +73,9 @@ class Config(StudyConfig):
     scale_q_loc: float = 0.0  # q's mean
     # --- dimension sweep on a product-form target
     dim_grid: tuple = (1, 2, 5, 10, 20, 50, 100)
+    # the measure-valued estimators evaluate log p at 4D points of D coordinates per sample (D^2
+    # work): the dimension sweep runs them up to this D and says so
+    measure_valued_max_dim: int = 20
     dim_q_loc: float = 0.0  # q's mean in every coordinate
     dim_q_scale: float = 1.0  # q's standard deviation in every coordinate
     sweep_num_samples: int = 8  # K in the scale and dimension sweeps
@@ -263,10 +269,25 @@ def gumbel_softmax(model, q: ComponentAndPoint, num_samples: int, *,
 # --------------------------------------------------------------------------------------------
 
 
+# Points of z that one vectorised pass may hold: the measure-valued estimators evaluate log p at
+# K (1 + 4D) points of D coordinates per replicate, so their passes hold fewer replicates.
+MAX_POINTS_PER_PASS = 2_000_000
+
+
+def chunk_for(name: str, num_samples: int, dim: int, chunk: int) -> int:
+    """Replicates per vectorised pass: ``chunk``, fewer where the estimator evaluates log p at
+    many points per replicate (the measure-valued ones)."""
+    if not ESTIMATORS[name].needs_diagonal_gaussian:
+        return chunk
+    points = num_samples * (1 + 4 * dim) * dim
+    return max(2, min(chunk, MAX_POINTS_PER_PASS // points))
+
+
 def gaussian_gradients(name: str, target, loc: torch.Tensor, log_scale: torch.Tensor,
                        num_samples: int, num_replicates: int, chunk: int = 10_000) -> torch.Tensor:
     """R replicate lambda-gradients, (R, 2D): (d/dloc, d/dlog_scale), vectorised in chunks."""
     estimator = ESTIMATORS[name]
+    chunk = chunk_for(name, num_samples, loc.shape[-1], chunk)
     target = WithStandardPrior(target, loc.shape[-1], DTYPE)
 
     def build(lam, theta):
@@ -312,7 +333,7 @@ def samples_sweep(config: Config) -> dict:
     exact = gaussian_elbo(target.log_joint, loc, log_scale)
     exact_grad = torch.cat([exact.loc, exact.log_scale])
     rows = {name: {"num_samples": []} for name in ESTIMATORS}
-    reference = {"num_samples": [], "gap": [], "gap_se": [], "dreg_z": []}
+    reference = {"num_samples": [], "gap": [], "gap_se": [], "dreg_z": [], "vimco_z": []}
     jobs = [(k, n) for k in config.samples_grid for n in _estimator_names(k)]
     for num_samples, name in progress(jobs, desc="gmm-vi: K sweep"):
         grads = gaussian_gradients(name, target, loc, log_scale, num_samples,
@@ -328,10 +349,14 @@ def samples_sweep(config: Config) -> dict:
         reference["num_samples"].append(num_samples)
         reference["gap"].append(stats.bias[0].item())
         reference["gap_se"].append(stats.bias_se[0].item())
-        index = rows["dreg"]["num_samples"].index(num_samples)
-        dreg_bias, dreg_se = rows["dreg"]["bias"][index], rows["dreg"]["bias_se"][index]
-        reference["dreg_z"].append((dreg_bias - stats.bias[0].item())
-                                   / math.hypot(dreg_se, stats.bias_se[0].item()))
+        for name in ("dreg", "vimco"):  # vimco from K = 2: its baselines need another sample
+            if num_samples not in rows[name]["num_samples"]:
+                reference[f"{name}_z"].append(None)
+                continue
+            index = rows[name]["num_samples"].index(num_samples)
+            bias, se = rows[name]["bias"][index], rows[name]["bias_se"][index]
+            reference[f"{name}_z"].append((bias - stats.bias[0].item())
+                                          / math.hypot(se, stats.bias_se[0].item()))
     return {"target": "GaussianMixtureTarget.ring()", "q_loc": list(config.ring_q_loc),
             "q_scale": config.ring_q_scale, "exact_gradient": exact_grad.tolist(),
             "exact_elbo": exact.elbo.item(), "quadrature_error": exact.error,
@@ -368,7 +393,11 @@ def dimension_sweep(config: Config) -> dict:
     # gradient of every smaller D is a prefix of this one.
     exact = gaussian_elbo(largest.log_factors, loc, log_scale, product=True)
     rows = {name: {"dim": []} for name in _estimator_names(config.sweep_num_samples)}
-    jobs = [(d, n) for d in config.dim_grid for n in rows]
+    # The measure-valued estimators' cost grows as D^2 (module docstring): up to
+    # measure_valued_max_dim only.
+    jobs = [(d, n) for d in config.dim_grid for n in rows
+            if d <= config.measure_valued_max_dim or not ESTIMATORS[n].needs_diagonal_gaussian]
+    rows = {n: row for n, row in rows.items() if any(n == name for _, name in jobs)}
     for dim, name in progress(jobs, desc="gmm-vi: dimension sweep"):
         exact_grad = torch.cat([exact.loc[:dim], exact.log_scale[:dim]])
         grads = gaussian_gradients(name, largest.head(dim), loc[:dim], log_scale[:dim],
@@ -377,7 +406,8 @@ def dimension_sweep(config: Config) -> dict:
         for key, value in summarise(grads, exact_grad).items():
             rows[name].setdefault(key, []).append(value)
     return {"num_samples": config.sweep_num_samples, "q_loc": config.dim_q_loc,
-            "q_scale": config.dim_q_scale, "quadrature_error": exact.error, "estimators": rows}
+            "q_scale": config.dim_q_scale, "quadrature_error": exact.error, "estimators": rows,
+            "measure_valued_max_dim": config.measure_valued_max_dim}
 
 
 def best_gaussian(target: ProductMixtureTarget) -> tuple[float, np.ndarray]:
@@ -496,6 +526,8 @@ def validate(config: Config) -> None:
          f"scale_grid must hold positive scales, got {config.scale_grid}"),
         (not config.dim_grid or min(config.dim_grid) < 1,
          f"dim_grid must hold dimensions >= 1, got {config.dim_grid}"),
+        (config.measure_valued_max_dim < 1,
+         f"measure_valued_max_dim must be >= 1, got {config.measure_valued_max_dim}"),
         (not config.temperatures or min(config.temperatures) <= 0,
          f"temperatures must be positive, got {config.temperatures}"),
         (config.ring_q_scale <= 0 or config.dim_q_scale <= 0, "q scales must be positive"),
@@ -597,8 +629,8 @@ def _variance_panel(ax, rows: dict, key: str, objectives: dict, times_key: bool 
 def _legend(fig, axes) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               title="estimator\n(dashed, open: iwae and dreg\ntarget the K-sample bound,\n"
-               "not the ELBO: a gap to the\nELBO gradient is expected)",
+               title="estimator\n(dashed, open: iwae, dreg and\nvimco target the K-sample\n"
+               "bound, not the ELBO: a gap to\nthe ELBO gradient is expected)",
                title_fontsize=7, frameon=False)
 
 
@@ -684,9 +716,11 @@ def plot(results: dict, results_path, paths) -> list:
     axes[1].set_xlabel("dimension D")
     axes[1].set_ylabel("total variance of the λ-gradient (±1 s.e.)")
     axes[1].set_title("(b) variance against dimension", fontsize=10)
+    limit = part.get("measure_valued_max_dim")
     fig.suptitle(f"product of D one-dimensional mixtures, q = N({part['q_loc']}, "
                  f"{part['q_scale']}² I), K = {part['num_samples']}; exact gradient = sum of 1-D "
-                 "quadratures", fontsize=10)
+                 "quadratures" + (f"; measure-valued up to D = {limit} (their cost grows as D²)"
+                                  if limit is not None else ""), fontsize=10)
     _legend(fig, axes)
     figures += save_figure(fig, paths, "gmm-vi-dimension", results_path, script)
 
@@ -775,10 +809,14 @@ def summary(results: dict) -> str:
     ref = part["iwae_reference"]
     lines.append("  IWAE-K gradient - ELBO gradient (d/dloc_1, reference): "
                  + ", ".join(f"K={k}: {g:+.3f}" for k, g in zip(ref["num_samples"], ref["gap"])))
-    lines.append("  dreg against that reference, z: "
-                 + ", ".join(f"{z:+.1f}" for z in ref["dreg_z"]))
+    for name in ("dreg", "vimco"):
+        if f"{name}_z" in ref:  # results from before vimco have dreg's only
+            lines.append(f"  {name} against that reference, z: " + ", ".join(
+                "n/a" if z is None else f"{z:+.1f}" for z in ref[f"{name}_z"]))
     for key, label, unit in (("scale", "scale", "sigma"), ("dimension", "dim", "D")):
-        lines.append(f"{key} sweep: total variance at the smallest and largest {unit}, max |z|")
+        lines.append(f"{key} sweep: total variance at the smallest and largest {unit}, max |z|"
+                     + (f" (measure-valued up to D = {data[key]['measure_valued_max_dim']})"
+                        if "measure_valued_max_dim" in data[key] else ""))
         for name, row in data[key]["estimators"].items():
             lines.append(f"  {name:24s} {unit}={row[label][0]:<6g} {row['total_variance'][0]:10.3g}"
                          f"   {unit}={row[label][-1]:<6g} {row['total_variance'][-1]:10.3g}"

@@ -26,6 +26,12 @@ Those expectations are integrated numerically, never sampled:
 
 :func:`mixture_elbo` gives the ELBO of a one-dimensional *mixture* q and its gradient with respect
 to the mixture's logits, the ground truth of the discrete-choice comparison.
+
+:func:`iwae_bound` gives the K-sample importance-weighted bound of a one-dimensional Gaussian q
+and its gradient: an expectation over K independent noises, so a K-dimensional cubature (K <= 3).
+
+:func:`score_function_moments` gives the moments behind the exact variance of the score-function
+estimator with any constant baseline, for a one-dimensional Gaussian q.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ import numpy as np
 import torch
 from scipy import integrate
 
-__all__ = ["ExactElbo", "gaussian_elbo", "mixture_elbo", "TOLERANCE"]
+from .common import torch_threads
+
+__all__ = ["ExactElbo", "gaussian_elbo", "mixture_elbo", "iwae_bound", "score_function_moments",
+           "TOLERANCE"]
 
 # Absolute and relative tolerance of every adaptive rule here: far below any Monte Carlo error.
 TOLERANCE = 1e-11
@@ -184,3 +193,74 @@ def mixture_elbo(log_density: Callable, logits, locs, scales, *,
     per_component = torch.from_numpy(totals)
     elbo = float((weights * per_component).sum())
     return elbo, weights * (per_component - elbo)
+
+
+def iwae_bound(log_density: Callable, loc: float, log_scale: float, num_samples: int, *,
+               tolerance: float = 1e-10) -> ExactElbo:
+    """The K-sample bound E[log (1/K) sum_k p(z_k) / q(z_k)] of q = N(loc, exp(2 log_scale)), 1-D,
+    and its gradient in (loc, log_scale), K = ``num_samples`` <= 3.
+
+    Reparameterized, z_k = loc + scale e_k with e ~ N(0, I_K): the bound and its gradient are
+    integrals over e in R^K of quantities autograd gives at each point, done by adaptive
+    cubature. ``log_density`` maps points (..., 1) to log p (...); it need not be normalised.
+    """
+    if not 1 <= num_samples <= 3:
+        raise ValueError(f"iwae_bound: K-dimensional cubature for K in 1..3, got {num_samples}")
+    loc, log_scale = float(loc), float(log_scale)
+
+    def integrand(points):  # (N, K) -> (N, 3): the bound and its two derivatives
+        noise = torch.from_numpy(np.ascontiguousarray(points))
+        count = noise.shape[0]
+        with torch.enable_grad():
+            m = torch.full((count, 1), loc, dtype=torch.float64, requires_grad=True)
+            s = torch.full((count, 1), log_scale, dtype=torch.float64, requires_grad=True)
+            z = m + s.exp() * noise
+            log_q = torch.distributions.Normal(m, s.exp()).log_prob(z)
+            log_weights = log_density(z.unsqueeze(-1)) - log_q
+            bound = torch.logsumexp(log_weights, -1) - math.log(num_samples)
+            grad_loc, grad_log_scale = torch.autograd.grad(bound.sum(), [m, s])
+        weight = torch.exp(-0.5 * noise.pow(2).sum(-1, keepdim=True)) / (2 * math.pi) ** (num_samples / 2)
+        return (torch.cat([bound.detach().unsqueeze(-1), grad_loc, grad_log_scale], -1)
+                * weight).numpy()
+
+    # Many small tensors: one thread (a pool of two waited on a busy core 20 times longer).
+    with torch_threads(1):
+        result = integrate.cubature(integrand, [-np.inf] * num_samples, [np.inf] * num_samples,
+                                    atol=tolerance, rtol=tolerance, max_subdivisions=100_000)
+    if result.status != "converged":
+        raise RuntimeError(f"iwae_bound: cubature did not converge (error {np.max(result.error):.1e})")
+    value, grad_loc, grad_log_scale = (torch.tensor([v], dtype=torch.float64)
+                                       for v in np.asarray(result.estimate))
+    return ExactElbo(value[0], grad_loc, grad_log_scale, float(np.max(result.error)))
+
+
+def score_function_moments(log_joint: Callable, loc, scale, *,
+                           tolerance: float = TOLERANCE) -> dict:
+    """Moments of the score-function estimator of the ELBO of q = N(loc, scale^2), 1-D.
+
+    With f = log p(z) - log q(z), e = (z - loc) / scale and the scores s_loc = e / scale,
+    s_scale = (e^2 - 1) / scale: ``g`` = E[f s] (the ELBO gradient), ``fs2`` = E[f^2 s^2],
+    ``f_s2`` = E[f s^2] and ``s2`` = E[s^2], each of shape (P, 2) for P values of ``loc`` and
+    ``scale`` (broadcast together; the last axis is d/dloc, d/dscale), so that the single-sample
+    estimator (f - b) s has variance fs2 - 2 b f_s2 + b^2 s2 - g^2 for a constant b: b = 0 is the
+    seed's score function, b = 1 the autodiff form (:func:`estimators.score_function_autodiff`).
+    ``log_joint`` maps points (P, 1) to (P,). One ``quad_vec`` in e for every P at once.
+    """
+    loc, scale = np.broadcast_arrays(np.atleast_1d(np.asarray(loc, float)),
+                                     np.atleast_1d(np.asarray(scale, float)))
+    points = torch.from_numpy(np.ascontiguousarray(loc))
+    scales = torch.from_numpy(np.ascontiguousarray(scale))
+
+    def integrand(e):
+        z = (points + scales * e).unsqueeze(-1)
+        log_q = -0.5 * e * e - np.log(scale) - 0.5 * math.log(2 * math.pi)
+        f = log_joint(z).detach().numpy() - log_q
+        score = np.stack([e / scale, (e * e - 1) / scale], -1)  # (P, 2)
+        density = math.exp(-0.5 * e * e) / math.sqrt(2 * math.pi)
+        f = f[:, None]
+        return np.stack([f * score, (f * score) ** 2, f * score ** 2, score ** 2]) * density
+
+    with torch_threads(1):  # small tensors, one point at a time: no use for a thread pool
+        total, _ = integrate.quad_vec(integrand, -np.inf, np.inf, epsabs=tolerance,
+                                      epsrel=tolerance, limit=2000)
+    return dict(zip(("g", "fs2", "f_s2", "s2"), total))

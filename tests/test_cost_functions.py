@@ -15,12 +15,14 @@ suite's FALSE_POSITIVE_RATE (conftest.z_threshold, Bonferroni across its compari
 a negative twin: a wrong exact value fails the same check.
 """
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from estimators.measure_valued import standard_weak_derivative_pairs
 from experiments import cost_functions as cf
 from experiments.__main__ import main
 from conftest import z_threshold
@@ -122,6 +124,71 @@ def test_closed_forms_catch_a_wrong_variance():
     assert not np.allclose(wrong, closed, rtol=1e-8, atol=1e-11)
 
 
+def measure_valued_closed_forms(k, mu, sigma):
+    """K x variance of the measure-valued estimators for f = (x - k)^2, by hand, (mu, sigma) pairs.
+
+    With a = mu - k, w ~ Rayleigh (E w = sqrt(pi/2), E w^2 = 2, E w^4 = 8), m double-sided
+    Maxwell (E m^2 = 3, E m^4 = 15), u ~ U(0, 1), c = 1 / (sigma sqrt(2 pi)):
+      uncoupled mu:    c^2 [Var (a + sigma w)^2 + Var (a - sigma w')^2] = (2 a^2 (4 - pi) + 4 sigma^2) / pi
+      uncoupled sigma: [Var (a + sigma m)^2 + Var (a + sigma n)^2] / sigma^2 = 16 a^2 + 8 sigma^2
+      coupled mu:      c^2 Var[4 a sigma w] = 4 (4 - pi) a^2 / pi
+      coupled sigma:   Var[2 a m (1 - u) + sigma m^2 (1 - u^2)] = 4 a^2 + 4 sigma^2
+    """
+    a = mu - k
+    return {"measure_valued": np.stack([(2 * a ** 2 * (4 - np.pi) + 4 * sigma ** 2) / np.pi,
+                                        16 * a ** 2 + 8 * sigma ** 2], -1),
+            "measure_valued_coupled": np.stack([4 * (4 - np.pi) * a ** 2 / np.pi,
+                                                4 * a ** 2 + 4 * sigma ** 2], -1)}
+
+
+@pytest.mark.parametrize("mu, sigma", [(1.0, 1.0), (0.3, 0.6), (-1.0, 2.0)])
+def test_measure_valued_variances_of_a_quadratic_equal_closed_forms(mu, sigma):
+    k = np.linspace(-3, 3, 7)
+    exact = cf.exact_variances(cf.normal_moments(cf.COSTS["quadratic"], k, mu, sigma,
+                                                 measure_valued=True))
+    for name, closed in measure_valued_closed_forms(k, mu, sigma).items():
+        np.testing.assert_allclose(exact[name], closed, rtol=1e-9, atol=1e-10, err_msg=name)
+    # twin: coupling changes the variance, so the other estimator's closed form does not match
+    closed = measure_valued_closed_forms(k, mu, sigma)
+    assert not np.allclose(exact["measure_valued"], closed["measure_valued_coupled"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("family", list(cf.COSTS))
+def test_the_weak_derivatives_have_the_gradient_as_their_mean(family):
+    # c (R1 - L1) and (M1 - G) / sigma, from the Weibull and Maxwell quadratures, equal the score
+    # function's E[f s]: the weak derivatives' constants 1/(sigma sqrt(2 pi)) and 1/sigma. With
+    # 1/(sigma sqrt(pi)) for the mean, the same comparison fails.
+    k = cf.k_grid(cf.Config.quick(), family, 9)
+    for loc, scale in ((LOC, SCALE), (0.4, 0.7)):
+        moments = cf.normal_moments(cf.COSTS[family], k, loc, scale)
+        moments.update(cf.weak_derivative_moments(cf.COSTS[family], k, loc, scale, coupled=False))
+        exact = cf.exact_variances(moments)
+        np.testing.assert_allclose(exact["weak_gradient"], exact["gradient"], rtol=1e-8, atol=1e-11)
+        wrong = (moments["R1"][:, 0] - moments["L1"][:, 0]) / (scale * np.sqrt(np.pi))
+        assert not np.allclose(wrong, exact["gradient"][:, 0], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("family, k", [("cosine", 2.3), ("gaussian", 4.0)])
+def test_the_coupled_scale_moment_equals_scipy_dblquad(family, k):
+    # MU = E[f(mu + sigma m) f(mu + sigma u m)], m double-sided Maxwell, u ~ U(0, 1): the study's
+    # adaptive cubature against scipy's dblquad (nested adaptive quadrature) over (m, u).
+    from scipy import integrate
+
+    cost = cf.COSTS[family]
+    loc, scale = 0.4, 0.8
+
+    def integrand(u, m):
+        density = m * m * np.exp(-0.5 * m * m) / np.sqrt(2 * np.pi)
+        return density * cost.value(loc + scale * m, k, np) * cost.value(loc + scale * u * m, k, np)
+
+    by_dblquad, _ = integrate.dblquad(integrand, -14, 14, 0, 1, epsabs=1e-12, epsrel=1e-10)
+    moments = cf.normal_moments(cost, np.array([k]), loc, scale, measure_valued=True)
+    assert moments["MU"][0, 1] == pytest.approx(by_dblquad, rel=1e-8, abs=1e-10)
+    # twin: without the coupling, u m replaced by an independent Normal, the moment is M1 G
+    independent = moments
+    assert independent["M1"][0, 1] * independent["G"][0, 1] != pytest.approx(by_dblquad, rel=1e-3)
+
+
 def test_pathwise_variance_in_mu_of_a_quadratic_is_four_sigma_squared():
     # f' = 2 (x - k): Var[f'] = 4 sigma^2 for every k (Mohamed et al. 2020, Figure 2).
     k = np.linspace(-3, 3, 7)
@@ -150,10 +217,16 @@ def test_estimates_equal_textbook_formulas_at_the_same_samples(family, name):
     shape = (replicates, len(k), 1)
     q = cf.normal_q(torch.full(shape, LOC), torch.full(shape, SCALE))
     draw = q.rsample if name == "pathwise" else q.sample
-    x = draw((cf.NUM_SAMPLES,)).squeeze(-1)  # (K, R, P)
+    x = draw((cf.NUM_SAMPLES,))  # (K, R, P, 1)
+    # The measure-valued estimators then draw their pairs (mu +, mu -, sigma +, sigma -).
+    pairs = standard_weak_derivative_pairs(x.shape, x.dtype, coupled=name.endswith("coupled"))
+    x, pairs = x.squeeze(-1), pairs.squeeze(-1)
     e = (x - LOC) / SCALE
     kk = torch.as_tensor(k)
     f, fprime = cost.value(x, kk, torch), cost.derivative(x, kk, torch)
+    moved = cost.value(LOC + SCALE * pairs, kk, torch)  # (4, K, R, P)
+    weak = {"loc": (moved[0] - moved[1]) / (SCALE * math.sqrt(2 * math.pi)),
+            "scale": (moved[2] - moved[3]) / SCALE}
     scores = {"loc": e / SCALE, "scale": (e ** 2 - 1) / SCALE}
     paths = {"loc": torch.ones_like(e), "scale": e}
     for parameter in cf.PARAMETERS:
@@ -162,6 +235,8 @@ def test_estimates_equal_textbook_formulas_at_the_same_samples(family, name):
             expected = (f * s).mean(0)
         elif name == "score_function_optimal":  # the other sample's cost as the baseline
             expected = (f[0] - f[1]) * (s[0] - s[1]) / 2
+        elif name.startswith("measure_valued"):
+            expected = weak[parameter].mean(0)
         else:
             expected = (fprime * paths[parameter]).mean(0)
         torch.testing.assert_close(grads[parameter], expected, rtol=1e-9, atol=1e-10)
@@ -203,10 +278,11 @@ def measured():
     out = {}
     for family, cost in cf.COSTS.items():
         k = cf.k_grid(TEST_CONFIG, family, TEST_CONFIG.num_points)
-        exact = cf.exact_variances(cf.normal_moments(cost, k, LOC, SCALE))
+        exact = cf.exact_variances(cf.normal_moments(cost, k, LOC, SCALE, measure_valued=True))
         part = {"exact_points": {key: {p: value[:, i] for i, p in enumerate(cf.PARAMETERS)}
                                  for key, value in exact.items()},
-                "measured": {name: cf.measure(name, cost, k, TEST_CONFIG, exact["gradient"])
+                "measured": {name: cf.measure(name, cost, k, TEST_CONFIG, exact["gradient"],
+                                              cost_scale=exact["cost_rms"])
                              for name in cf.ESTIMATOR_NAMES}}
         part["measured"] = {n: {p: {key: np.asarray(v) for key, v in row.items()}
                                 for p, row in rows.items()}
@@ -222,7 +298,7 @@ def _comparisons():
 @pytest.mark.statistical
 def test_measured_variances_agree_with_exact_variances(measured):
     # z = (measured K x variance - exact) / its standard error, every family, estimator,
-    # parameter and k: 72 comparisons sharing one test's share of the false-positive rate.
+    # parameter and k: 120 comparisons sharing one test's share of the false-positive rate.
     threshold = z_threshold(_comparisons())
     for family, part in measured.items():
         for name in cf.ESTIMATOR_NAMES:
@@ -241,7 +317,8 @@ def test_a_wrong_exact_variance_fails_the_same_check(measured):
                        for p in cf.PARAMETERS)
     assert worst_scaled > threshold
     for name, other in [("score_function", "score_function_optimal"),
-                        ("score_function_optimal", cf.IDEAL)]:
+                        ("score_function_optimal", cf.IDEAL),
+                        ("measure_valued_coupled", "measure_valued")]:
         part = measured["quadratic"]
         swapped = {**part, "exact_points": {**part["exact_points"],
                                             name: part["exact_points"][other]}}

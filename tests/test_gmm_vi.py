@@ -18,7 +18,7 @@ from estimators.diagnostics import gradient_statistics, replicate_gradients
 from estimators.targets import GaussianMixtureTarget
 from experiments import gmm_vi
 from experiments.__main__ import main
-from experiments.quadrature import gaussian_elbo, mixture_elbo
+from experiments.quadrature import gaussian_elbo, iwae_bound, mixture_elbo
 from conftest import z_threshold
 
 CONFIG = gmm_vi.Config()
@@ -168,7 +168,12 @@ def _max_abs_z(name, num_samples, seed, num_replicates=20_000):
 
 
 # Every registry entry at its smallest K (iwae and dreg at K = 1, where they are the ELBO's).
-UNBIASED = [(name, estimator.min_samples) for name, estimator in ESTIMATORS.items()]
+# vimco needs K >= 2, where it estimates the K-sample bound's gradient, not the ELBO's: it is
+# checked against the exact gradient of that bound below.
+UNBIASED = [(name, estimator.min_samples) for name, estimator in ESTIMATORS.items()
+            if estimator.objective == "elbo" or estimator.min_samples == 1]
+IWAE_AT_TWO = [name for name, estimator in ESTIMATORS.items()
+               if estimator.objective == "iwae" and estimator.min_samples == 2]
 
 
 @pytest.mark.statistical
@@ -176,6 +181,55 @@ UNBIASED = [(name, estimator.min_samples) for name, estimator in ESTIMATORS.item
 def test_every_estimator_is_unbiased_on_the_mixture_target(name, num_samples):
     threshold = z_threshold(2 * len(UNBIASED))  # two coordinates per estimator
     assert _max_abs_z(name, num_samples, seed=10) < threshold
+
+
+def test_every_estimator_is_checked_on_the_mixture_target():
+    assert {n for n, _ in UNBIASED} | set(IWAE_AT_TWO) == set(ESTIMATORS)
+    assert IWAE_AT_TWO == ["vimco"]
+
+
+# q wide enough (log-scale 0.5) that the K = 2 bound's gradient is far from the ELBO's.
+BOUND_LOC, BOUND_LOG_SCALE = 0.3, 0.5
+
+
+@pytest.fixture(scope="module")
+def two_sample_bound():
+    """R = 20,000 vimco gradients at K = 2 (seed 13), the exact K = 2 bound's and the ELBO's."""
+    torch.manual_seed(13)
+    target = gmm_vi.one_dimensional_target(CONFIG)
+    loc, log_scale = torch.tensor([BOUND_LOC]), torch.tensor([BOUND_LOG_SCALE])
+    grads = {name: gmm_vi.gaussian_gradients(name, target, loc, log_scale, 2, 20_000)
+             for name in IWAE_AT_TWO}
+    exact = {"bound": iwae_bound(target.log_joint, BOUND_LOC, BOUND_LOG_SCALE, 2),
+             "elbo": gaussian_elbo(target.log_joint, loc, log_scale)}
+    return grads, {k: torch.cat([v.loc, v.log_scale]) for k, v in exact.items()}, exact["bound"]
+
+
+def test_the_k_sample_bound_by_cubature_is_the_elbo_at_k_1_and_not_at_k_2(two_sample_bound):
+    target = gmm_vi.one_dimensional_target(CONFIG)
+    elbo = gaussian_elbo(target.log_joint, torch.tensor([BOUND_LOC]), torch.tensor([BOUND_LOG_SCALE]))
+    one = iwae_bound(target.log_joint, BOUND_LOC, BOUND_LOG_SCALE, 1)
+    for exact in (one.elbo - elbo.elbo, one.loc - elbo.loc, one.log_scale - elbo.log_scale):
+        assert exact.abs().max() < 1e-8
+    two = two_sample_bound[2]
+    assert two.elbo > one.elbo + 0.01  # the bound tightens with K
+    assert (two.log_scale - elbo.log_scale).abs().max() > 0.1
+
+
+def _bound_z(two_sample_bound, name, against="bound"):
+    grads, exact, _ = two_sample_bound
+    return gradient_statistics(grads[name], exact[against]).z.abs().max().item()
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("name", IWAE_AT_TWO)
+def test_vimco_is_unbiased_for_the_exact_two_sample_bound(two_sample_bound, name):
+    assert _bound_z(two_sample_bound, name) < z_threshold(2)
+
+
+@pytest.mark.statistical
+def test_the_two_sample_check_rejects_the_elbo_gradient_as_vimco_s_target(two_sample_bound):
+    assert _bound_z(two_sample_bound, "vimco", against="elbo") > z_threshold(2)
 
 
 @pytest.mark.statistical
