@@ -34,11 +34,12 @@ from torch import nn
 from torch.distributions import (Bernoulli, Categorical, Independent, MixtureSameFamily, Normal,
                                  kl_divergence)
 
-from estimators import ESTIMATORS
+from estimators import ESTIMATORS, NormalWithNoise
 from estimators.diagnostics import replicate_gradients
 from estimators.targets import ConjugateGaussian
 
 from .common import StudyConfig, progress, save_figure, torch_threads
+from .replicated import RunGenerators, stack_modules, stream_seed
 
 NAME = "seed-ideas"
 SUMMARY = ("the seed's claims one figure each: ML = KL minimisation, log p(x) = ELBO + KL, "
@@ -65,6 +66,8 @@ class Config(StudyConfig):
     q_locs: int = 61  # grid of q's means on [-2, 4]
     q_scales: int = 40  # grid of q's standard deviations, log-spaced on [0.05, 3]
     elbo_replicates: int = 2000  # pathwise single-sample ELBO estimates per shown q
+    # --- runs: the autoencoders and the single-bit VAEs train as groups of runs
+    runs: int = 5  # independent runs of each training (its own initialisation; the bit VAE its own data too)
     # --- section 4: autoencoders
     pca_dim: int = 10  # data dimension of the linear-autoencoder check
     pca_rank: int = 2  # bottleneck width = number of principal components
@@ -77,7 +80,6 @@ class Config(StudyConfig):
     # --- section 7: autoencoding a single bit
     bit_dims: tuple = (1, 2, 4, 8, 16)  # D, the number of noisy copies of the bit
     bit_flip: float = 0.1  # each copy is the bit flipped with this probability
-    bit_seeds: int = 3  # independent VAEs per D
     bit_steps: int = 1500  # Adam steps, a fresh batch of data each step
     bit_batch: int = 256  # data points per step
     bit_hidden: int = 32  # width of the encoder's and decoder's hidden layer
@@ -89,7 +91,7 @@ class Config(StudyConfig):
         return cls(quick=True, sizes=(10, 100, 1000, 10000), fits=8, test_size=10000,
                    q_locs=31, q_scales=20, elbo_replicates=1000, pca_points=1000,
                    pca_iterations=120, curve_points=500, curve_steps=1200, curve_hidden=32,
-                   bit_dims=(1, 2, 4, 8), bit_seeds=1, bit_steps=800, bit_batch=256,
+                   runs=3, bit_dims=(1, 2, 4, 8), bit_steps=800, bit_batch=256,
                    bit_eval_points=5000)
 
     def __post_init__(self):
@@ -112,8 +114,8 @@ class Config(StudyConfig):
             problems.append(f"bit_flip must lie in (0, 0.5), got {self.bit_flip}")
         if not self.bit_dims or min(self.bit_dims) < 1:
             problems.append(f"bit_dims must be positive, got {self.bit_dims}")
-        if self.bit_seeds < 1:
-            problems.append(f"bit_seeds must be >= 1, got {self.bit_seeds}")
+        if self.runs < 1:
+            problems.append(f"runs must be >= 1 (2 or more give a spread), got {self.runs}")
         if problems:
             raise SystemExit("error: seed-ideas: " + "; ".join(problems))
 
@@ -303,10 +305,30 @@ def linear_autoencoder(config: Config) -> dict:
     directions, pca_mse = principal_subspace(data.numpy(), rank)
     top, other = directions[:, :rank], directions[:, rank:2 * rank]
 
-    torch.manual_seed(config.seed + 42)
+    # L-BFGS's line search is not elementwise: runs optimised as one sum would share their steps
+    # and converge more slowly (to 3e-4 rad in 120 evaluations where one run reaches 1e-6), so
+    # each run is optimised on its own.
+    runs = []
+    for run in range(config.runs):  # each run its own initialisation; one set of data
+        torch.manual_seed(config.seed + 42 + 1000 * run)
+        runs.append(_fit_linear_autoencoder(data, rank, top, config.pca_iterations))
+    return {"pca_mse": pca_mse, "runs": config.runs,
+            "history": [history for history, _ in runs],
+            "angles": [linalg.subspace_angles(d.weight.detach().numpy(), top) for _, (_, d) in runs],
+            "encoder_angles": [linalg.subspace_angles(e.weight.detach().numpy().T, top)
+                               for _, (e, _) in runs],
+            "wrong_angles": [linalg.subspace_angles(d.weight.detach().numpy(), other)
+                             for _, (_, d) in runs],
+            "singular_values": np.linalg.svd(data.numpy() - data.numpy().mean(0),
+                                             compute_uv=False) / math.sqrt(config.pca_points)}
+
+
+def _fit_linear_autoencoder(data, rank, top, iterations):
+    """One linear autoencoder fitted by L-BFGS from torch's current seed; its path and layers."""
+    dim = data.shape[1]
     encoder, decoder = nn.Linear(dim, rank, dtype=DTYPE), nn.Linear(rank, dim, dtype=DTYPE)
     params = list(encoder.parameters()) + list(decoder.parameters())
-    optimizer = torch.optim.LBFGS(params, lr=1, max_iter=config.pca_iterations, history_size=100,
+    optimizer = torch.optim.LBFGS(params, lr=1, max_iter=iterations, history_size=100,
                                   tolerance_grad=1e-14, tolerance_change=1e-16,
                                   line_search_fn="strong_wolfe")
     history = {"evaluation": [], "mse": [], "max_angle": []}
@@ -323,13 +345,7 @@ def linear_autoencoder(config: Config) -> dict:
         return loss
 
     optimizer.step(closure)
-    weights = decoder.weight.detach().numpy()
-    return {"pca_mse": pca_mse, "history": history,
-            "angles": linalg.subspace_angles(weights, top),
-            "encoder_angles": linalg.subspace_angles(encoder.weight.detach().numpy().T, top),
-            "wrong_angles": linalg.subspace_angles(weights, other),
-            "singular_values": np.linalg.svd(data.numpy() - data.numpy().mean(0),
-                                             compute_uv=False) / math.sqrt(config.pca_points)}
+    return history, (encoder, decoder)
 
 
 def arc(num_points: int, noise: float, generator) -> torch.Tensor:
@@ -344,41 +360,50 @@ def curved_manifold(config: Config) -> dict:
     generator = torch.Generator().manual_seed(config.seed + 43)
     train = arc(config.curve_points, config.curve_noise, generator)
     test = arc(config.curve_points, config.curve_noise, generator)
-    torch.manual_seed(config.seed + 47)
     width = config.curve_hidden
+    runs = config.runs
+
     def layer(inputs, outputs):
         return nn.Linear(inputs, outputs, dtype=DTYPE)
 
-    nonlinear = nn.Sequential(layer(2, width), nn.Tanh(), layer(width, width), nn.Tanh(),
-                              layer(width, 1), layer(1, width), nn.Tanh(),
-                              layer(width, width), nn.Tanh(), layer(width, 2))
-    linear = nn.Sequential(layer(2, 1), layer(1, 2))
+    nonlinears, linears = [], []
+    for run in range(runs):  # each run its own initialisation; one set of data
+        torch.manual_seed(config.seed + 47 + 1000 * run)
+        nonlinears.append(nn.Sequential(layer(2, width), nn.Tanh(), layer(width, width),
+                                        nn.Tanh(), layer(width, 1), layer(1, width), nn.Tanh(),
+                                        layer(width, width), nn.Tanh(), layer(width, 2)))
+        linears.append(nn.Sequential(layer(2, 1), layer(1, 2)))
+    train_runs = train.unsqueeze(0).expand(runs, *train.shape)
+    test_runs = test.unsqueeze(0).expand(runs, *test.shape)
 
-    def mse(network, points):
-        return (network(points) - points).pow(2).sum(-1).mean()
+    def mse(network, points):  # (runs,): each run's mean squared error per point
+        return (network(points) - points).pow(2).sum(-1).mean(-1)
 
-    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=200,
-                                  line_search_fn="strong_wolfe")
+    for network in linears:  # L-BFGS, run by run (its line search is not elementwise)
+        optimizer = torch.optim.LBFGS(network.parameters(), lr=1, max_iter=200,
+                                      line_search_fn="strong_wolfe")
 
-    def closure():
-        optimizer.zero_grad()
-        loss = mse(linear, train)
-        loss.backward()
-        return loss
+        def closure():
+            optimizer.zero_grad()
+            loss = (network(train) - train).pow(2).sum(-1).mean()
+            loss.backward()
+            return loss
 
-    optimizer.step(closure)
+        optimizer.step(closure)
+    # Adam is elementwise: the tanh autoencoders train as one group
+    nonlinear, linear = stack_modules(nonlinears), stack_modules(linears)
 
     optimizer = torch.optim.Adam(nonlinear.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.curve_steps)
     curve = []
-    for step in progress(range(config.curve_steps), desc=f"{NAME}: tanh AE"):
+    for step in progress(range(config.curve_steps), desc=f"{NAME}: tanh AE x{runs}"):
         optimizer.zero_grad()
-        loss = mse(nonlinear, train)
-        loss.backward()
+        losses = mse(nonlinear, train_runs)
+        losses.sum().backward()
         optimizer.step()
         schedule.step()
         if step % 25 == 0 or step == config.curve_steps - 1:
-            curve.append((step + 1, loss.item()))
+            curve.append((step + 1, losses.tolist()))
     # PCA fitted to the training data, scored on the test data like the autoencoders.
     directions, _ = principal_subspace(train.numpy(), 1)
     mean = train.numpy().mean(0)
@@ -387,12 +412,12 @@ def curved_manifold(config: Config) -> dict:
     pca_mse = float(((centred - projected) ** 2).sum(-1).mean())
     with torch.no_grad():
         order = torch.linspace(-math.pi / 6, 7 * math.pi / 6, 200, dtype=DTYPE)
-        clean = torch.stack([order.cos(), order.sin()], -1)
+        clean = torch.stack([order.cos(), order.sin()], -1).unsqueeze(0).expand(runs, 200, 2)
         return {
-            "train": train, "test": test,
-            "linear_reconstruction": linear(test), "nonlinear_reconstruction": nonlinear(test),
-            "linear_curve": linear(clean), "nonlinear_curve": nonlinear(clean),
-            "linear_mse": float(mse(linear, test)), "nonlinear_mse": float(mse(nonlinear, test)),
+            "train": train, "test": test, "runs": runs,
+            "linear_curve": linear(clean)[0], "nonlinear_curve": nonlinear(clean)[0],
+            "linear_mse": mse(linear, test_runs).tolist(),
+            "nonlinear_mse": mse(nonlinear, test_runs).tolist(),
             "pca_mse": pca_mse, "noise_floor": config.curve_noise ** 2,
             "training_curve": curve, "noise": config.curve_noise,
         }
@@ -429,9 +454,11 @@ class BitVae(nn.Module):
         self.decoder = nn.Sequential(nn.Linear(1, hidden, dtype=DTYPE), nn.Tanh(),
                                      nn.Linear(hidden, dim, dtype=DTYPE))
 
-    def posterior(self, x: torch.Tensor):
-        loc, log_scale = self.encoder(x).unbind(-1)
-        return Independent(Normal(loc.unsqueeze(-1), log_scale.exp().unsqueeze(-1)), 1)
+    def posterior(self, x: torch.Tensor, noise: torch.Tensor | None = None):
+        """q(z | x); with ``noise``, a q whose one draw is that standard noise."""
+        loc, log_scale = (t.unsqueeze(-1) for t in self.encoder(x).unbind(-1))
+        return Independent(Normal(loc, log_scale.exp()) if noise is None
+                           else NormalWithNoise(loc, log_scale.exp(), noise), 1)
 
     def model(self, x: torch.Tensor) -> "BitLikelihood":
         return BitLikelihood(self, x)
@@ -442,7 +469,7 @@ class BitLikelihood:
 
     def __init__(self, vae: BitVae, x: torch.Tensor):
         self.vae, self.x = vae, x
-        zeros = torch.zeros(x.shape[0], 1, dtype=x.dtype)
+        zeros = torch.zeros(*x.shape[:-1], 1, dtype=x.dtype)  # (B, 1), or (R, B, 1) for R runs
         self.prior = Independent(Normal(zeros, torch.ones_like(zeros)), 1)
 
     def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
@@ -453,43 +480,61 @@ class BitLikelihood:
         return self.prior.log_prob(z) + self.log_likelihood(z)
 
 
-def train_bit_vae(config: Config, dim: int, seed: int) -> dict:
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed + 1)
-    vae = BitVae(dim, config.bit_hidden)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
+def train_bit_group(config: Config, dim: int, seeds) -> list[dict]:
+    """One VAE per seed, trained together as one group; each run's terms on its own fresh data.
+
+    Run r is built under ``seeds[r]``, sees the data stream of ``seeds[r] + 1`` and draws its z
+    from its own stream, so its numbers do not depend on the other runs of the group.
+    """
+    runs = len(seeds)
+    vaes = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        vaes.append(BitVae(dim, config.bit_hidden))
+    group = stack_modules(vaes)
+    streams = [torch.Generator().manual_seed(seed + 1) for seed in seeds]
+    noise = RunGenerators([stream_seed(seed, "single-bit noise") for seed in seeds])
+    optimizer = torch.optim.Adam(group.parameters(), lr=1e-2)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.bit_steps)
     estimator = ESTIMATORS["pathwise_analytic_kl"]
     for _ in range(config.bit_steps):
-        x = noisy_copies(config.bit_batch, dim, config.bit_flip, generator)
-        estimate = estimator(vae.model(x), vae.posterior(x), 1)
+        x = torch.stack([noisy_copies(config.bit_batch, dim, config.bit_flip, stream)
+                         for stream in streams])
+        draws = noise.normal((1, config.bit_batch, 1), DTYPE, dim=1)
+        estimate = estimator(group.model(x), group.posterior(x, draws), 1)
         optimizer.zero_grad()
-        (-estimate.surrogate.mean()).backward()
+        (-estimate.surrogate.mean(-1)).sum().backward()
         optimizer.step()
         schedule.step()
-    with torch.no_grad():
-        x = noisy_copies(config.bit_eval_points, dim, config.bit_flip, generator)
-        q = vae.posterior(x)
-        model = vae.model(x)
-        kl = kl_divergence(q, model.prior)
-        reconstruction = -model.log_likelihood(q.sample((config.bit_eval_samples,))).mean(0)
     count = math.sqrt(config.bit_eval_points)
-    return {"kl": float(kl.mean()), "kl_se": float(kl.std() / count),
-            "reconstruction": float(reconstruction.mean()),
-            "reconstruction_se": float(reconstruction.std() / count)}
+    results = []
+    with torch.no_grad():
+        x = torch.stack([noisy_copies(config.bit_eval_points, dim, config.bit_flip, stream)
+                         for stream in streams])
+        q = group.posterior(x)
+        model = group.model(x)
+        kl = kl_divergence(q, model.prior)  # (R, N)
+        samples = noise.normal((config.bit_eval_samples, config.bit_eval_points, 1), DTYPE, dim=1)
+        z = q.base_dist.loc + q.base_dist.scale * samples
+        reconstruction = -model.log_likelihood(z).mean(0)  # (R, N)
+    for run in range(runs):
+        results.append({"kl": float(kl[run].mean()), "kl_se": float(kl[run].std() / count),
+                        "reconstruction": float(reconstruction[run].mean()),
+                        "reconstruction_se": float(reconstruction[run].std() / count)})
+    return results
 
 
 def single_bit(config: Config) -> dict:
     rows = {key: [] for key in ("dim", "seed", "kl", "kl_se", "reconstruction",
                                 "reconstruction_se")}
-    runs = [(d, s) for d in config.bit_dims for s in range(config.bit_seeds)]
-    for dim, seed in progress(runs, desc=f"{NAME}: single-bit VAE"):
-        result = train_bit_vae(config, dim, config.seed + 1000 * seed + dim)
-        rows["dim"].append(dim)
-        rows["seed"].append(seed)
-        for key, value in result.items():
-            rows[key].append(value)
-    return {**rows, "flip": config.bit_flip, "steps": config.bit_steps,
+    for dim in progress(config.bit_dims, desc=f"{NAME}: single-bit VAE x{config.runs}"):
+        seeds = [config.seed + 1000 * run + dim for run in range(config.runs)]
+        for run, result in enumerate(train_bit_group(config, dim, seeds)):
+            rows["dim"].append(dim)
+            rows["seed"].append(run)
+            for key, value in result.items():
+                rows[key].append(value)
+    return {**rows, "flip": config.bit_flip, "steps": config.bit_steps, "runs": config.runs,
             "entropy": [data_entropy(d, config.bit_flip) for d in config.bit_dims],
             "dims": list(config.bit_dims)}
 
@@ -655,33 +700,43 @@ def _plot_elbo(plt, data):
 
 
 def _plot_autoencoders(plt, data):
+    from .style import mean_and_se, plot_band
+
     linear_part, curve_part = data["linear_autoencoder"], data["curved_manifold"]
+    runs = linear_part["runs"]
     fig, axes = _figure(plt, 3, 15, ratios=[1, 1.1, 0.8])
     ax = axes[0]
-    history = linear_part["history"]
-    iterations = np.asarray(history["evaluation"])
-    ax.semilogy(iterations, history["max_angle"], color="#1b9e77", marker=".",
-                label="largest principal angle to the PCA subspace (rad)")
-    excess = np.asarray(history["mse"]) - linear_part["pca_mse"]
-    ax.semilogy(iterations, np.clip(excess, 1e-16, None), color="#d95f02", marker=".",
-                label="squared error − PCA's (per point)")
+    # Each run its own L-BFGS path, of its own length: the band covers the evaluations every
+    # run reached.
+    length = min(len(h["evaluation"]) for h in linear_part["history"])
+    iterations = np.arange(length)
+    angles = np.asarray([h["max_angle"][:length] for h in linear_part["history"]])
+    plot_band(ax, iterations, angles, color="#1b9e77", marker=".",
+              label="largest principal angle to the PCA subspace (rad)")
+    excess = np.asarray([h["mse"][:length] for h in linear_part["history"]]) - linear_part["pca_mse"]
+    plot_band(ax, iterations, np.clip(excess, 1e-16, None), color="#d95f02", marker=".",
+              label="squared error − PCA's (per point)")
+    ax.set_yscale("log")
     ax.set_xlabel("L-BFGS function evaluation")
     ax.set_ylabel("radians / squared error")
+    final = np.max(np.asarray(linear_part["angles"]), axis=1)  # each run's largest angle
     ax.set_title("linear autoencoder → PCA subspace\n"
                  f"(D = {len(linear_part['singular_values'])}, bottleneck "
-                 f"{len(linear_part['angles'])}; final angles "
-                 + ", ".join(f"{a:.0e}" for a in linear_part["angles"]) + " rad)", fontsize=10)
+                 f"{len(linear_part['angles'][0])}; largest final angle, over runs: "
+                 f"{final.max():.0e} rad)", fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
 
     ax = axes[1]
     test = np.asarray(curve_part["test"])
+    linear_mse, linear_se = mean_and_se(np.asarray(curve_part["linear_mse"])[:, None])
+    nonlinear_mse, nonlinear_se = mean_and_se(np.asarray(curve_part["nonlinear_mse"])[:, None])
     ax.scatter(test[:, 0], test[:, 1], s=4, color="0.6", label="test data (noisy arc)")
     linear_curve = np.asarray(curve_part["linear_curve"])
     nonlinear_curve = np.asarray(curve_part["nonlinear_curve"])
     ax.plot(linear_curve[:, 0], linear_curve[:, 1], color="#1b9e77", linewidth=2.2,
-            label=f"linear AE: the arc's reconstruction (squared error {curve_part['linear_mse']:.3f})")
+            label=f"linear AE (run 0): the arc's reconstruction")
     ax.plot(nonlinear_curve[:, 0], nonlinear_curve[:, 1], color="#d95f02", linewidth=2.2,
-            label=f"tanh AE: the arc's reconstruction (squared error {curve_part['nonlinear_mse']:.4f})")
+            label=f"tanh AE (run 0): the arc's reconstruction")
     ax.set_aspect("equal")
     ax.set_xlabel("x₁")
     ax.set_ylabel("x₂")
@@ -690,19 +745,22 @@ def _plot_autoencoders(plt, data):
 
     ax = axes[2]
     labels = ["PCA, 1 comp.", "linear AE", "tanh AE"]
-    values = [curve_part["pca_mse"], curve_part["linear_mse"], curve_part["nonlinear_mse"]]
-    ax.bar(labels, values, color=["0.6", "#1b9e77", "#d95f02"])
+    values = [curve_part["pca_mse"], linear_mse[0], nonlinear_mse[0]]
+    errors = [0.0, linear_se[0], nonlinear_se[0]]
+    ax.bar(labels, values, yerr=errors, capsize=4, color=["0.6", "#1b9e77", "#d95f02"])
     ax.axhline(curve_part["noise_floor"], color="black", linestyle="--", linewidth=1,
                label=f"noise across the arc, σ² = {curve_part['noise_floor']:.4f}")
     ax.set_yscale("log")
     ax.set_ylim(1e-3, 1.0)
-    for x, value in enumerate(values):
-        ax.text(x, value * 1.15, f"{value:.3g}", ha="center", va="bottom", fontsize=9)
+    for x, (value, error) in enumerate(zip(values, errors)):
+        ax.text(x, (value + error) * 1.15, f"{value:.3g}" + (f"\n± {error:.1g}" if error else ""),
+                ha="center", va="bottom", fontsize=8.5)
     ax.set_ylabel("test squared error per point")
     ax.set_title("reconstruction error on fresh data")
     ax.legend(loc="upper right", fontsize=8)
     fig.suptitle("Seed section 4: a linear autoencoder trained by squared error is PCA; "
-                 "a nonlinear one can follow a curved manifold", fontsize=11)
+                 f"a nonlinear one can follow a curved manifold. {runs} runs each (their own "
+                 "initialisations): mean, band and bars ±1 s.e. over runs", fontsize=10)
     return fig
 
 
@@ -730,9 +788,9 @@ def _plot_single_bit(plt, data):
     binary_entropy = -(flip * math.log(flip) + (1 - flip) * math.log(1 - flip))
     seeds = int(np.sum(all_dims == dims[0]))
     ax = axes[0]
-    ax.errorbar(dims, recon / dims, yerr=2 * recon_se / dims, color="#d95f02", marker="o",
+    ax.errorbar(dims, recon / dims, yerr=recon_se / dims, color="#d95f02", marker="o",
                 capsize=3, label="−E_q[log p(x|z)] / D (reconstruction)")
-    ax.errorbar(dims, (recon + kl) / dims, yerr=2 * (recon_se + kl_se) / dims, color="#7570b3",
+    ax.errorbar(dims, (recon + kl) / dims, yerr=np.hypot(recon_se, kl_se) / dims, color="#7570b3",
                 marker="s", markerfacecolor="white", capsize=3, label="−ELBO / D")
     ax.plot(dims, np.asarray(part["entropy"]) / dims, color="black", linewidth=1.2,
             label="H(x) / D, exact (the best −ELBO / D)")
@@ -748,7 +806,7 @@ def _plot_single_bit(plt, data):
               frameon=False)
 
     ax = axes[1]
-    ax.errorbar(dims, kl, yerr=2 * kl_se, color="#1b9e77", marker="o", capsize=3,
+    ax.errorbar(dims, kl, yerr=kl_se, color="#1b9e77", marker="o", capsize=3,
                 label="KL(q(z|x) ‖ p(z)), mean over data")
     ax.axhline(math.log(2), color="0.4", linestyle="--", label="ln 2: the information in one bit")
     ax.set_xscale("log", base=2)
@@ -765,7 +823,8 @@ def _plot_single_bit(plt, data):
     ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(f"Seed section 7 (Shu 2017): a VAE with a 1-D latent on D copies of a fair bit, "
                  f"each flipped with probability {flip:g}\npathwise_analytic_kl, "
-                 f"{part['steps']} Adam steps; ±2 s.e. over {seeds} run(s)", fontsize=11)
+                 f"{part['steps']} Adam steps; mean over {seeds} runs (one group), ±1 s.e. over "
+                 "runs", fontsize=11)
     return fig
 
 
@@ -795,19 +854,33 @@ def summary(results: dict) -> str:
                  f"= {residual.max():.2e} over {residual.size} q's (with KL reversed: "
                  f"{np.abs(np.asarray(part['wrong_residual'])).max():.3f})")
     part = data["linear_autoencoder"]
-    lines.append("section 4: principal angles linear AE vs PCA: "
-                 + ", ".join(f"{a:.1e}" for a in part["angles"])
-                 + f" rad (vs components 3-4: {', '.join(f'{a:.2f}' for a in part['wrong_angles'])});"
-                 f" squared error {part['history']['mse'][-1]:.6f} vs PCA {part['pca_mse']:.6f}")
+    angles, wrong = np.asarray(part["angles"]), np.asarray(part["wrong_angles"])
+    lines.append(f"section 4: linear AE vs PCA over {part['runs']} runs: largest principal angle "
+                 f"{angles.max():.1e} rad (smallest against components 3-4: {wrong.min():.2f}); "
+                 f"squared error {max(h['mse'][-1] for h in part['history']):.6f} at most vs PCA "
+                 f"{part['pca_mse']:.6f}")
     part = data["curved_manifold"]
-    lines.append(f"           arc, test squared error per point: PCA {part['pca_mse']:.4f}, "
-                 f"linear AE {part['linear_mse']:.4f}, tanh AE {part['nonlinear_mse']:.4f} "
+
+    def both(values):
+        values = np.asarray(values)
+        se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+        return f"{values.mean():.4f} ± {se:.4f}"
+
+    lines.append(f"           arc, test squared error per point (mean ± s.e. over "
+                 f"{part['runs']} runs): PCA {part['pca_mse']:.4f}, linear AE "
+                 f"{both(part['linear_mse'])}, tanh AE {both(part['nonlinear_mse'])} "
                  f"(noise {part['noise_floor']:.4f})")
     part = data["single_bit"]
-    lines.append("section 7: D, reconstruction (nats per point), KL (nats per point)")
-    for d, r, rs, k, ks in zip(part["dim"], part["reconstruction"], part["reconstruction_se"],
-                               part["kl"], part["kl_se"]):
-        lines.append(f"  D={d:<3d} {r:8.4f} ± {rs:.4f}   {k:8.4f} ± {ks:.4f}")
+    lines.append("section 7: D, run, reconstruction (nats per point), KL (nats per point), each "
+                 "± its Monte Carlo s.e.; then the mean ± s.e. over runs")
+    dims = np.asarray(part["dim"])
+    for d, seed, r, rs, k, ks in zip(part["dim"], part["seed"], part["reconstruction"],
+                                     part["reconstruction_se"], part["kl"], part["kl_se"]):
+        lines.append(f"  D={d:<3d} run {seed}  {r:8.4f} ± {rs:.4f}   {k:8.4f} ± {ks:.4f}")
+    for d in part["dims"]:
+        chosen = dims == d
+        lines.append(f"  D={d:<3d} mean   {both(np.asarray(part['reconstruction'])[chosen])}"
+                     f"   {both(np.asarray(part['kl'])[chosen])}")
     lines.append(f"  ln 2 = {math.log(2):.4f}")
     return "\n".join(lines)
 
