@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import available_studies
 from .common import (ROOT, Paths, describe_fields, load_results, metadata, save_results,
-                     seed_everything)
+                     seed_everything, torch_threads)
 
 
 def _parse_value(field: dataclasses.Field, text: str):
@@ -44,7 +44,12 @@ def _parse_value(field: dataclasses.Field, text: str):
 def build_config(module, args) -> object:
     config = module.Config.quick() if args.quick else module.Config()
     changes = {"seed": args.seed if args.seed is not None else config.seed,
-               "device": args.device or config.device}
+               "device": args.device or config.device,
+               "threads": args.threads if args.threads is not None else config.threads}
+    for option, field in (("budget_minutes", "budget_minutes"), ("parts", "parts")):
+        value = getattr(args, option, None)
+        if value is not None:  # the paper programme's own flags
+            changes[field] = tuple(value.split(",")) if option == "parts" else value
     fields = {f.name: f for f in dataclasses.fields(module.Config)}
     for item in args.set or []:
         if "=" not in item:
@@ -62,9 +67,15 @@ def run_study(module, config, paths: Paths) -> list[Path]:
     from .common import resolve_device
 
     resolve_device(config.device)
+    if config.threads < 0:
+        raise SystemExit(f"error: --threads must be >= 0 (0: torch's default), got "
+                         f"{config.threads}")
     seed_everything(config.seed)
     started = time.perf_counter()
-    data = module.run(config, paths)
+    with torch_threads(config.threads):
+        data = module.run(config, paths)
+    if data is None:  # a rank of a torchrun invocation that left the results to rank 0
+        return []
     meta = metadata(config, module.NAME, time.perf_counter() - started)
     results_path = paths.results_file(module.NAME + ("-quick" if config.quick else ""))
     save_results(results_path, data, meta)
@@ -94,6 +105,9 @@ def _add_common(parser):
                         help="small scale: a few minutes on a 2-core CPU")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default 1, which a shared or small CPU runs "
+                             "fastest; 0: torch's default, one per core)")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
                         help="override one field of the study's Config (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT,
@@ -116,6 +130,11 @@ def main(argv=None) -> int:
             formatter_class=argparse.RawDescriptionHelpFormatter,
             epilog=describe_fields(module.Config))
         _add_common(p)
+        if name == "paper":
+            p.add_argument("--budget-minutes", type=float, default=None, metavar="M",
+                           help="minutes this invocation may train for (default: the config's)")
+            p.add_argument("--parts", default=None, metavar="a,b,c",
+                           help="the parts to plan and train (default: all)")
     p_all = sub.add_parser("all", help="run every study in turn")
     _add_common(p_all)
     p_fig = sub.add_parser("figures", help="redraw every figure from saved results (no GPU, no recomputation)")
@@ -133,7 +152,9 @@ def main(argv=None) -> int:
     if args.study == "figures":
         redraw(paths, studies)
         return 0
-    chosen = studies if args.study == "all" else {args.study: studies[args.study]}
+    # `all` is every study at its scale; the paper programme is run on its own (it is the GPU job).
+    chosen = ({n: m for n, m in studies.items() if n != "paper"} if args.study == "all"
+              else {args.study: studies[args.study]})
     for name, module in chosen.items():
         run_study(module, build_config(module, args), paths)
     return 0

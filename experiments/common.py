@@ -36,6 +36,7 @@ class StudyConfig:
     seed: int = 0  # seeds torch and numpy at the start of the run
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto" (cuda when available)
     quick: bool = False  # the small scale: every study runs in a few minutes on a 2-core CPU
+    threads: int = 1  # torch CPU threads (0: torch's default, one per core); see torch_threads
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -90,7 +91,9 @@ def torch_threads(threads: int | None):
     restore the previous count.
 
     The studies' networks and integrands are small: a thread pool costs more than it saves on
-    them, and on a shared CPU, where its threads wait for each other, ten times more.
+    them, and on a shared CPU, where its threads wait for each other, ten times more (the MNIST
+    trainer's example: 0.6 s on an idle 2-core machine, 40 s beside one other busy process with
+    torch's default of two threads). So every command defaults to one thread.
     """
     import torch
 

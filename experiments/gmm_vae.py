@@ -327,13 +327,13 @@ def train(name: str, config: Config, data: GaussianMixtureTarget, heldout: torch
 
 
 def sample_data(data: GaussianMixtureTarget, count: int, generator: torch.Generator):
-    """Points from the ring, drawn from a generator of their own (the same stream for every run)."""
-    state = torch.get_rng_state()
-    torch.set_rng_state(generator.get_state())
-    x = data.distribution.sample((count,)).to(torch.get_default_dtype())
-    generator.set_state(torch.get_rng_state())
-    torch.set_rng_state(state)
-    return x
+    """Points from the mixture, drawn from a generator of their own (the same stream for every
+    run): a component by its weight, then its Gaussian, mu_k + s_k e."""
+    weights = torch.softmax(data.logits, -1)
+    component = torch.multinomial(weights, count, replacement=True, generator=generator)
+    noise = torch.randn(count, data.locs.shape[-1], generator=generator, dtype=data.locs.dtype)
+    x = data.locs[component] + data.scales[component] * noise
+    return x.to(torch.get_default_dtype())
 
 
 def validate(config: Config) -> None:

@@ -39,8 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import (ROOT, StudyConfig, atomic_write, progress, resolve_device, save_figure,
-                     torch_threads)
+from .common import ROOT, StudyConfig, atomic_write, progress, resolve_device, save_figure
 from .replicated import NVIL
 
 NAME = "mnist-vae"
@@ -106,13 +105,12 @@ class Config(StudyConfig):
     capture: bool = False  # replay each training step as one CUDA graph (GPU; eager elsewhere)
     data_dir: str = ""  # MNIST folder ("": $MNIST_DIR or the default places)
     resume: bool = True  # continue a run from its checkpoint under checkpoints/mnist-vae/
-    cpu_threads: int = 0  # torch threads on the CPU (0: torch's default; 1 is fastest on a busy machine)
 
     @classmethod
     def quick(cls) -> "Config":
         return cls(quick=True, runs=3, train_size=5000, epochs=4, eval_every=1000, eval_size=500,
                    test_size=500, likelihood_k=100, probe_fractions=(0.0, 0.25, 1.0),
-                   probe_batch=50, num_replicates=32, replicate_chunk=32, cpu_threads=1)
+                   probe_batch=50, num_replicates=32, replicate_chunk=32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,7 +171,6 @@ def validate(config: Config) -> None:
         (config.test_size < 0, f"test_size must be >= 0 (0: all 10,000), got {config.test_size}"),
         (config.num_replicates < 2, f"num_replicates must be >= 2 to estimate a variance, got "
                                     f"{config.num_replicates}"),
-        (config.cpu_threads < 0, f"cpu_threads must be >= 0, got {config.cpu_threads}"),
         (config.replicate_chunk < 2, f"replicate_chunk must be >= 2, got {config.replicate_chunk}"),
         (min(config.likelihood_k, config.probe_batch) < 1,
          "likelihood_k and probe_batch must be >= 1"),
@@ -217,13 +214,14 @@ def train_config(config: Config, label: str, latent: int | None = None,
         compile=config.compile, capture=config.capture)
 
 
-def checkpoint_path(root: Path, label: str, trainer_config) -> Path:
-    """One file per distinct trainer config, so a changed config never resumes a stale run."""
+def checkpoint_path(root: Path, label: str, trainer_config, folder: Path | None = None) -> Path:
+    """One file per distinct trainer config, so a changed config never resumes a stale run;
+    under ``folder``, else ``root/checkpoints/mnist-vae``."""
     fields = {k: v for k, v in dataclasses.asdict(trainer_config).items()
-              if k not in ("checkpoint", "checkpoint_every", "data_dir", "compile")}
+              if k not in ("checkpoint", "checkpoint_every", "data_dir", "compile", "device")}
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     slug = label.replace("+", "-").replace(":", "-k")
-    return Path(root) / "checkpoints" / NAME / f"{slug}-{digest}.pt"
+    return Path(folder or Path(root) / "checkpoints" / NAME) / f"{slug}-{digest}.pt"
 
 
 def total_examples(config: Config, num_train: int) -> int:
@@ -404,14 +402,22 @@ def save_probes(probes_file: Path, recorded: dict, probes: list) -> None:
 
 
 def train_group(config: Config, label: str, paths, data: dict, measure: list[str],
-                latent: int | None = None, runs: int | None = None) -> tuple[dict, object]:
+                latent: int | None = None, runs: int | None = None, *,
+                checkpoints: Path | None = None, time_limit: float | None = None,
+                distributed: bool = True) -> tuple[dict | None, object]:
     """Train one estimator's group of runs (resuming from its checkpoint), probing gradients at
-    the fixed points: run 0 with every estimator of ``measure``, each run with its own."""
+    the fixed points: run 0 with every estimator of ``measure``, each run with its own.
+
+    ``checkpoints`` is the folder of its checkpoint (default ``checkpoints/mnist-vae`` under the
+    output folder). With ``time_limit`` (seconds) the training may stop early, checkpointed, and
+    ``(None, None)`` is returned: call again to go on. ``distributed`` False trains in this
+    process alone under torchrun (the paper programme shares whole groups over the ranks).
+    """
     from .mnist.train import TrainingDiverged, train
 
     trainer_config = train_config(config, label, latent, runs)
     checkpoint = checkpoint_path(paths.root, label if latent is None else f"{label}-z{latent}",
-                                 trainer_config)
+                                 trainer_config, checkpoints)
     trainer_config = dataclasses.replace(trainer_config, checkpoint=str(checkpoint))
     probes_file = checkpoint.with_suffix(".probes.json")
     resume = config.resume and checkpoint.exists()
@@ -445,12 +451,15 @@ def train_group(config: Config, label: str, paths, data: dict, measure: list[str
 
     try:
         result = train(trainer_config, train_data=data["train"], test_images=data["test"],
-                       callback=callback, resume=resume, overwrite=not resume)
+                       callback=callback, resume=resume, overwrite=not resume,
+                       time_limit=time_limit, distributed=distributed)
     except TrainingDiverged as error:
         raise SystemExit(f"error: mnist-vae: run {label} diverged ({error}); lower "
                          "--set learning_rate=...") from None
     except ValueError as error:  # the trainer's one-line message names the field and the fix
         raise SystemExit(f"error: mnist-vae: run {label}: {error}") from None
+    if not result.finished:
+        return None, None
     histories = [{k: list(v) for k, v in run.history.items()} for run in result.runs]
     first = histories[0]
     record = {"label": label, "estimator": trainer_config.estimator,
@@ -564,11 +573,6 @@ def load_data(config: Config) -> dict:
 
 def run(config: Config, paths) -> dict:
     validate(config)
-    with torch_threads(config.cpu_threads):
-        return _run(config, paths)
-
-
-def _run(config: Config, paths) -> dict:
     data = load_data(config)
     labels = list(config.estimators)
     runs, reference_vae = {}, None
@@ -676,7 +680,7 @@ def _curves(record: dict, key: str) -> np.ndarray:
     return np.asarray([history[key] for history in record["histories"]], dtype=float)
 
 
-def _plot_bound(plt, data, results_path, paths):
+def _plot_bound(plt, data, results_path, paths, name="mnist-vae-bound", script=None):
     from .style import plot_band
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
@@ -727,10 +731,11 @@ def _plot_bound(plt, data, results_path, paths):
                  f"{data['eval_size']:,} test images (single-sample ELBO, "
                  f"estimator-independent); mean of {data['num_runs']} runs, band ±1 s.e. over "
                  "runs\n" + data["scale_note"], fontsize=9)
-    return save_figure(fig, paths, "mnist-vae-bound", results_path, SCRIPT)
+    return save_figure(fig, paths, name, results_path, script or SCRIPT)
 
 
-def _plot_gradients(plt, data, results_path, paths):
+def _plot_gradients(plt, data, results_path, paths, name="mnist-vae-gradients",
+                    script=None):
     from .style import mean_and_se
 
     fig, axes = plt.subplots(2, 4, figsize=(18, 8), constrained_layout=True)
@@ -791,7 +796,7 @@ def _plot_gradients(plt, data, results_path, paths):
                  "own runs.\nIn (a) the K = 1 ELBO estimators draw the same z, and given z their "
                  "decoder gradients are the same, so those curves coincide"
                  "\n" + data["scale_note"], fontsize=9)
-    return save_figure(fig, paths, "mnist-vae-gradients", results_path, SCRIPT)
+    return save_figure(fig, paths, name, results_path, script or SCRIPT)
 
 
 def _mosaic(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
@@ -814,7 +819,7 @@ def _show(ax, images, columns, title):
     ax.grid(False)
 
 
-def _plot_pictures(plt, data, results_path, paths):
+def _plot_pictures(plt, data, results_path, paths, prefix="mnist-vae", script=None):
     pics = data["pictures"]
     reference = data["reference"]
     note = data["scale_note"]
@@ -832,7 +837,8 @@ def _plot_pictures(plt, data, results_path, paths):
                                "(rows 2, 4: decoder mean at the encoder mean)")
     fig.suptitle(f"samples and reconstructions of the model trained with {reference}\n{note}",
                  fontsize=9)
-    figures += save_figure(fig, paths, "mnist-vae-samples", results_path, SCRIPT)
+    figures += save_figure(fig, paths, f"{prefix}-samples", results_path,
+                               script or SCRIPT)
 
     if "manifold" in data:
         manifold = data["manifold"]
@@ -850,7 +856,8 @@ def _plot_pictures(plt, data, results_path, paths):
                      f"Fig. 4): decoder means on a {size} x {size} grid through the inverse "
                      f"Gaussian CDF; trained with {manifold['label']}; test bound "
                      f"{manifold['test_elbo']:.1f} nats\n{note}", fontsize=8)
-        figures += save_figure(fig, paths, "mnist-vae-manifold", results_path, SCRIPT)
+        figures += save_figure(fig, paths, f"{prefix}-manifold", results_path,
+                               script or SCRIPT)
 
     fig, ax = plt.subplots(figsize=(9, 6), constrained_layout=True)
     pairs = pics["interpolation_pairs"]
@@ -859,7 +866,8 @@ def _plot_pictures(plt, data, results_path, paths):
           "digits\n(" + ", ".join(f"{a} → {b}" for a, b in pairs) + ")")
     fig.suptitle(f"interpolation in the latent space of the model trained with {reference}\n{note}",
                  fontsize=9)
-    figures += save_figure(fig, paths, "mnist-vae-interpolation", results_path, SCRIPT)
+    figures += save_figure(fig, paths, f"{prefix}-interpolation", results_path,
+                               script or SCRIPT)
 
     fig, ax = plt.subplots(figsize=(7, 9), constrained_layout=True)
     steps = np.asarray(pics["arithmetic_steps"])
@@ -874,7 +882,8 @@ def _plot_pictures(plt, data, results_path, paths):
                  f"ink mass relative to the class median: {groups['thick']} and {groups['thin']} "
                  f"images; |d| = {pics['direction_norm']:.2f}),\nadded to the encoder mean z of "
                  f"thin digits; model trained with {reference}\n{note}", fontsize=8)
-    figures += save_figure(fig, paths, "mnist-vae-arithmetic", results_path, SCRIPT)
+    figures += save_figure(fig, paths, f"{prefix}-arithmetic", results_path,
+                               script or SCRIPT)
     return figures
 
 

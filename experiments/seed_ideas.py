@@ -38,7 +38,7 @@ from estimators import ESTIMATORS, NormalWithNoise
 from estimators.diagnostics import replicate_gradients
 from estimators.targets import ConjugateGaussian
 
-from .common import StudyConfig, progress, save_figure, torch_threads
+from .common import StudyConfig, progress, save_figure
 from .replicated import RunGenerators, stack_modules, stream_seed
 
 NAME = "seed-ideas"
@@ -540,12 +540,11 @@ def single_bit(config: Config) -> dict:
 
 
 def run(config: Config, paths) -> dict:
-    with torch_threads(1):
-        return {"maximum_likelihood": maximum_likelihood(config),
-                "elbo_identity": elbo_identity(config),
-                "linear_autoencoder": linear_autoencoder(config),
-                "curved_manifold": curved_manifold(config),
-                "single_bit": single_bit(config)}
+    return {"maximum_likelihood": maximum_likelihood(config),
+            "elbo_identity": elbo_identity(config),
+            "linear_autoencoder": linear_autoencoder(config),
+            "curved_manifold": curved_manifold(config),
+            "single_bit": single_bit(config)}
 
 
 # --------------------------------------------------------------------------------------------

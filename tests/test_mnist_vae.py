@@ -331,8 +331,7 @@ def _probe_data(total=200):
 
 def _probe_config(**changes):
     settings = dict(runs=2, epochs=1, batch_size=50, eval_every=100, eval_size=20, likelihood_k=2,
-                    probe_fractions=(0.0, 1.0), num_replicates=3, replicate_chunk=3,
-                    cpu_threads=1)
+                    probe_fractions=(0.0, 1.0), num_replicates=3, replicate_chunk=3)
     return mnist_vae.Config(**{**settings, **changes})
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..common import _device_name, metadata, save_results
+from ..common import _device_name, metadata, save_results, torch_threads
 from .data import DeviceDataset, MnistError, load_mnist
 from .train import TrainConfig, _Parser, _resolve_device, train
 
@@ -52,6 +52,7 @@ class BenchmarkConfig:
     train_size: int
     compile: bool
     capture: bool
+    threads: int = 1
     seed: int = 0
 
 
@@ -154,9 +155,11 @@ def main(argv=None) -> dict:
                         help="run each of the trainer's steps as one CUDA graph (CUDA only)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.json",
                         help="also write the numbers, the command and the versions here")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads of both sides (default 1; 0: torch's default)")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.train_size < 0:
-        raise SystemExit("error: --epochs must be >= 1 and --train-size >= 0")
+    if args.epochs < 1 or args.train_size < 0 or args.threads < 0:
+        raise SystemExit("error: --epochs must be >= 1, --train-size and --threads >= 0")
     try:
         device = _resolve_device(args.device, world=1)
     except ValueError as error:
@@ -172,19 +175,21 @@ def main(argv=None) -> dict:
     grey = images.reshape(len(images), -1).to(torch.float32) / 255
     name = _device_name(str(device))
     print(f"device: {device} ({name}); {len(images)} images, {args.epochs} epoch(s), "
-          f"batch {BATCH_SIZE}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+          f"batch {BATCH_SIZE}, torch {torch.__version__}, "
+          f"{args.threads or torch.get_num_threads()} thread(s)"
           + (", trainer compiled" if args.compile else "")
           + (", capture asked for" if args.capture else ""))
     # Measured in the order tutorial, trainer, trainer, tutorial and averaged, so that a load
     # that rises or falls steadily on a shared machine affects both alike.
     started = time.perf_counter()
-    first = tutorial_epochs(grey, device, args.epochs)
-    runs = [trainer_epochs(images, device, args.epochs, compile=args.compile, capture=args.capture)
-            for _ in range(2)]
+    with torch_threads(args.threads):
+        first = tutorial_epochs(grey, device, args.epochs)
+        runs = [trainer_epochs(images, device, args.epochs, compile=args.compile,
+                               capture=args.capture) for _ in range(2)]
+        tutorial = (first + tutorial_epochs(grey, device, args.epochs)) / 2
     ours = (runs[0][0] + runs[1][0]) / 2
     first_epoch = (runs[0][1] + runs[1][1]) / 2
     mode = runs[-1][2]
-    tutorial = (first + tutorial_epochs(grey, device, args.epochs)) / 2
     numbers = {"device": str(device), "device_name": name, "train_size": len(images),
                "epochs": args.epochs, "compile": args.compile, "capture": args.capture,
                "mode": mode, "trainer_seconds": ours, "trainer_first_epoch_seconds": first_epoch,
@@ -195,7 +200,7 @@ def main(argv=None) -> dict:
     print(f"ratio (tutorial / trainer): {tutorial / ours:.2f}")
     if args.out is not None:
         config = BenchmarkConfig(str(device), args.epochs, len(images), args.compile,
-                                 args.capture)
+                                 args.capture, args.threads)
         meta = metadata(config, "mnist-benchmark", time.perf_counter() - started,
                         "experiments.mnist.benchmark", argv)
         save_results(args.out, numbers, meta)

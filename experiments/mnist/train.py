@@ -54,7 +54,7 @@ from torch.distributions import Distribution
 from estimators import EmaBaseline
 from estimators.base import set_validation, validation_enabled
 
-from ..common import Timer, metadata, progress, save_results
+from ..common import Timer, metadata, progress, save_results, torch_threads
 from .checkpoint import CheckpointError, load_checkpoint, remove_stale, save_checkpoint
 from .config import DTYPES, TrainConfig
 from .data import DeviceDataset, MnistError, load_mnist
@@ -223,7 +223,8 @@ def _load_data(config: TrainConfig, train_data, test_images, device, dtype):
 def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
           test_images: torch.Tensor | None = None,
           callback: Callable[[TrainState], None] | None = None, resume: bool = False,
-          overwrite: bool = False, time_limit: float | None = None) -> TrainResult:
+          overwrite: bool = False, time_limit: float | None = None,
+          distributed: bool = True) -> TrainResult:
     """Train ``config.num_runs`` runs of ``config`` as one group; return each run's result.
 
     ``train_data`` and ``test_images`` (float (N, 784), as the VAE sees them) replace the MNIST
@@ -237,12 +238,14 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     ``callback(state)`` is called after each evaluation. With ``resume``, training continues
     from ``config.checkpoint``; an existing checkpoint is otherwise refused unless ``overwrite``.
     With ``time_limit`` (seconds), training stops at the first check (every 100 steps) after
-    that much time, writes its checkpoint and returns with ``finished`` False.
+    that much time, writes its checkpoint and returns with ``finished`` False. ``distributed``
+    False trains in this process alone even under torchrun (whose ranks then train groups of
+    their own, as the paper programme does).
     ``config.capture`` falls back to eager steps, with a one-line note on stderr, where the step
     cannot be captured or capturing it fails.
     """
     config.validate()
-    rank, world = _distributed()
+    rank, world = _distributed() if distributed else (0, 1)
     device = _resolve_device(config.device, world)
     dtype = DTYPES[config.dtype]
     if config.batch_size % world:
@@ -504,6 +507,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.json",
                         help="write each run's history, the mean and standard error over runs "
                              "of the final numbers, the config and metadata here")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1, which a shared or small CPU runs "
+                             "fastest; 0: torch's default, one per core)")
     return parser
 
 
@@ -513,9 +519,11 @@ def main(argv=None) -> dict:
     config = TrainConfig(**values)
     try:
         config.validate()
+        if args.threads < 0:
+            raise ValueError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
         if args.out is not None:
             _writable_out(args.out)
-        with Timer() as timer:
+        with Timer() as timer, torch_threads(args.threads):
             result = train(config, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, MnistError, FileNotFoundError, TrainingDiverged) as error:
         raise SystemExit(f"error: {error}") from None

@@ -1,0 +1,742 @@
+"""paper: the MNIST comparisons of the papers, planned to fit a GPU session and resumed across them.
+
+Three parts, each a list of groups; a group is one estimator's ``runs`` training runs, trained as
+one (:func:`experiments.mnist_vae.train_group`, :mod:`experiments.mnist.train`):
+
+- (a) Kingma & Welling 2014, Figure 2: the 784-500-latent tanh network, batch 100, latents
+  3, 5, 10, 20 and 200, ``pathwise_analytic_kl``; the test bound against training images seen
+  beside the digitised published AEVB curves, up to ``images`` images per run;
+- (b) the estimator comparison at Kingma & Welling's scale (latent 20): ``pathwise_analytic_kl``,
+  ``pathwise``, ``stl``, ``score_function``, ``score_function_loo:2``, NVIL, ``iwae:5`` and
+  ``dreg:5``, with the encoder and decoder gradient variance and SNR probed during training (every
+  estimator on run 0 of the first group, each estimator on each of its own runs);
+- (c) Burda et al. 2016, Table 1, one stochastic layer: 784-200-200-50, batch 20, Adam on the
+  3^i schedule (3280 passes), VAE k = 1 (``pathwise``), IWAE k = 5 and 50, DReG k = 5 and 50;
+  the test NLL by L_5000 on all 10,000 test images.
+
+An invocation first measures each unfinished group's step time on its device for a few steps,
+then prints the plan (each group, the images it will see, its estimated minutes, whether it fits
+in ``budget_minutes``), then trains the groups that fit, in order. A group's checkpoint lives in
+the state folder (``results/paper/state``), so the next invocation, on this machine or a new
+one, goes on where this one stopped; a finished group is written at once, whole, to
+``results/paper/groups/GROUP.json``, with its final weights (float32 state dicts, no optimiser
+state) in ``results/paper/weights/GROUP.pt``, so an invocation stopped at any point loses no
+finished group. With ``partial`` the first group that does not fit trains for the time left and
+is checkpointed, to be continued by the next invocation (groups longer than one invocation).
+The state folder records the plan; an invocation with another plan is refused. When every
+group is finished the state folder is deleted.
+
+Under ``torchrun`` (one process per GPU) the ranks share the groups out, rank r taking every
+world-th one of the plan, each on its own device; rank 0 then writes the results.
+
+``python -m experiments figures`` redraws the figures from the saved results and, for the
+pictures, from the shipped weights, on a CPU; ``python -m experiments.paper evaluate GROUP``
+computes L_k of a group's shipped weights on the test set with no training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import mnist_vae
+from .common import StudyConfig, atomic_write, progress, save_figure
+from .replicated import NVIL
+
+NAME = "paper"
+SUMMARY = ("the papers' MNIST comparisons (Kingma & Welling Fig. 2, the estimators, Burda et "
+           "al. Table 1) in budgeted, resumable invocations")
+SCRIPT = "experiments/paper.py"
+
+PARTS = {
+    "a": {"title": "Kingma & Welling 2014, Figure 2", "protocol": "kingma-welling",
+          "groups": [("pathwise_analytic_kl", latent) for latent in (3, 5, 10, 20, 200)]},
+    "b": {"title": "the estimator comparison at Kingma & Welling's scale",
+          "protocol": "kingma-welling",
+          "groups": [(label, 20) for label in ("pathwise_analytic_kl", "pathwise", "stl",
+                                                "score_function", "score_function_loo:2", NVIL,
+                                                "iwae:5", "dreg:5")]},
+    "c": {"title": "Burda et al. 2016, Table 1 (one stochastic layer)", "protocol": "burda",
+          "groups": [(label, 50) for label in ("pathwise", "iwae:5", "iwae:50", "dreg:5",
+                                                "dreg:50")]},
+}
+
+
+@dataclass(frozen=True)
+class Config(StudyConfig):
+    """Every field can be changed with --set FIELD=VALUE (tuples as comma-separated lists)."""
+
+    parts: tuple = ("a", "b", "c")  # which parts to plan and train: a, b, c
+    budget_minutes: float = 8.0  # wall-clock minutes this invocation may train for (the plan fits it)
+    partial: bool = False  # let the first group that does not fit train for the time left, to be continued
+    runs: int = 3  # runs of every group, trained as one (seeds seed .. seed + runs - 1)
+    images: int = 10_000_000  # (a), (b): training images per run
+    kw_eval_every: int = 250_000  # (a), (b): training images between test-bound evaluations
+    burda_epochs: int = 3280  # (c): passes over the training set (the schedule's 3280)
+    burda_eval_every: int = 3_000_000  # (c): training images between evaluations
+    train_size: int = 0  # training images, the first n (0: all 60,000)
+    test_size: int = 0  # test images of the final numbers (0: all 10,000)
+    eval_size: int = 1000  # test images of each evaluation during training
+    likelihood_k: int = 5000  # k of the final L_k (Burda et al.: 5000)
+    probe_fractions: tuple = (0.0, 0.01, 0.1, 1.0)  # (b): where in training gradients are probed
+    probe_batch: int = 100  # (b): training images of the probe minibatch
+    num_replicates: int = 256  # (b): independent gradient estimates per probe
+    replicate_chunk: int = 64  # (b): replicates per vectorised pass
+    measure_steps: int = 300  # steps timed per unfinished group to plan (after as many untimed)
+    capture: bool = True  # replay each step as one CUDA graph (CUDA; eager elsewhere)
+    compile: bool = False  # torch.compile the step (CUDA)
+    dtype: str = "float32"
+    data_dir: str = ""  # MNIST folder ("": $MNIST_DIR or the default places)
+    state: str = ""  # the state folder ("": results/paper/state under the output folder)
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """A few hundred images per group on a CPU: every part end to end, for the tests."""
+        return cls(quick=True, runs=2, images=200, kw_eval_every=100, burda_epochs=1,
+                   burda_eval_every=100, train_size=200, test_size=130, eval_size=50,
+                   likelihood_k=10, probe_fractions=(1.0,), probe_batch=10,
+                   num_replicates=2, replicate_chunk=2, measure_steps=1, budget_minutes=30.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Groups and the plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Group:
+    protocol: str
+    label: str  # NAME or NAME:K
+    latent: int
+    parts: tuple  # the parts it belongs to (a group of (a) and (b) trains once)
+
+    @property
+    def key(self) -> str:
+        slug = self.label.replace("+", "-").replace(":", "-k")
+        return f"{self.protocol}-{slug}-z{self.latent}"
+
+
+def groups_of(config: Config) -> list[Group]:
+    """The groups of the chosen parts, in order, each once."""
+    found: dict[tuple, list] = {}
+    for part in config.parts:
+        for label, latent in PARTS[part]["groups"]:
+            found.setdefault((PARTS[part]["protocol"], label, latent), []).append(part)
+    return [Group(protocol, label, latent, tuple(parts))
+            for (protocol, label, latent), parts in found.items()]
+
+
+def study_config(config: Config, group: Group) -> "mnist_vae.Config":
+    """The mnist-vae study's config that trains ``group`` at the programme's scale."""
+    kw = group.protocol == "kingma-welling"
+    return mnist_vae.Config(
+        seed=config.seed, device=config.device, quick=config.quick, protocol=group.protocol,
+        latent=group.latent, estimators=(group.label,), runs=config.runs,
+        epochs=0 if kw else config.burda_epochs, max_examples=config.images if kw else 0,
+        train_size=config.train_size, test_size=config.test_size,
+        eval_every=config.kw_eval_every if kw else config.burda_eval_every,
+        eval_size=config.eval_size, likelihood_k=config.likelihood_k,
+        probe_fractions=config.probe_fractions, probe_batch=config.probe_batch,
+        num_replicates=config.num_replicates, replicate_chunk=config.replicate_chunk,
+        manifold_latent=0, dtype=config.dtype, compile=config.compile, capture=config.capture,
+        data_dir=config.data_dir, resume=True)
+
+
+def _measured(group: Group, config: Config) -> list[str]:
+    """The estimators probed along the group's training: (b)'s, on run 0 of (b)'s first group."""
+    if "b" not in group.parts:
+        return []
+    labels = [label for label, _ in PARTS["b"]["groups"]]
+    return labels if group.label == labels[0] else [group.label]
+
+
+def plan_identity(config: Config) -> dict:
+    """What an invocation must share with the one that made the state folder."""
+    fields = ("parts", "runs", "images", "kw_eval_every", "burda_epochs", "burda_eval_every",
+              "train_size", "test_size", "eval_size", "likelihood_k", "probe_fractions",
+              "probe_batch", "num_replicates", "replicate_chunk", "seed", "dtype", "quick")
+    return {name: _plain(getattr(config, name)) for name in fields}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _rank() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment."""
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class Folders:
+    """Where the programme keeps its state and writes its results, under the output folder."""
+
+    def __init__(self, config: Config, paths):
+        base = paths.results / ("paper-quick" if config.quick else "paper")
+        self.base = base
+        self.state = Path(config.state) if config.state else base / "state"
+        self.groups = base / "groups"
+        self.weights = base / "weights"
+
+    def group_file(self, group: Group) -> Path:
+        return self.groups / f"{group.key}.json"
+
+    def weights_file(self, group: Group) -> Path:
+        return self.weights / f"{group.key}.pt"
+
+    def state_bytes(self) -> int:
+        if not self.state.is_dir():
+            return 0
+        return sum(f.stat().st_size for f in self.state.rglob("*") if f.is_file())
+
+
+def validate(config: Config) -> None:
+    """Refuse, with one line naming the fix, what the programme cannot run."""
+    unknown = [part for part in config.parts if part not in PARTS]
+    problems = [
+        (not config.parts or bool(unknown),
+         f"unknown part(s) {', '.join(unknown) or '(none given)'}; use --set parts= with any of "
+         f"{', '.join(PARTS)}, e.g. --set parts=a,b"),
+        (len(set(config.parts)) != len(config.parts), "a part is named twice in parts"),
+        (not config.budget_minutes > 0 or not math.isfinite(config.budget_minutes),
+         f"budget_minutes must be a positive number, got {config.budget_minutes}"),
+        (config.runs < 1, f"runs must be >= 1, got {config.runs}"),
+        (config.measure_steps < 1, f"measure_steps must be >= 1, got {config.measure_steps}"),
+        (min(config.images, config.kw_eval_every, config.burda_epochs,
+             config.burda_eval_every) < 1, "images, eval intervals and burda_epochs must be >= 1"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise SystemExit(f"error: paper: {message}")
+    for group in groups_of(config):
+        mnist_vae.validate(study_config(config, group))
+
+
+def _check_plan(folders: Folders, config: Config) -> None:
+    """Write the plan on the first invocation; refuse an invocation with another plan."""
+    plan_file = folders.state / "plan.json"
+    wanted = plan_identity(config)
+    if plan_file.exists():
+        saved = json.loads(plan_file.read_text())
+        changed = [k for k in wanted if saved.get(k) != wanted[k]]
+        if changed:
+            raise SystemExit(
+                f"error: paper: the state folder {folders.state} holds another plan (it differs "
+                f"in {', '.join(changed)}: {', '.join(f'{k}={saved.get(k)}' for k in changed)}); "
+                f"go on with those settings, or start another with --set state=NEW_FOLDER")
+    else:
+        text = json.dumps(wanted, indent=1)
+        atomic_write(plan_file, lambda tmp: Path(tmp).write_text(text))
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring, planning, training
+# --------------------------------------------------------------------------------------------
+
+
+def _data(config: Config, device: str) -> dict:
+    settings = mnist_vae.Config(seed=config.seed, device=device, train_size=config.train_size,
+                                test_size=config.test_size, eval_size=config.eval_size,
+                                probe_batch=config.probe_batch, data_dir=config.data_dir,
+                                dtype=config.dtype, manifold_latent=0)
+    return mnist_vae.load_data(settings)
+
+
+def measure(group: Group, config: Config, data: dict, device: str) -> dict:
+    """Seconds per step of the group on ``device`` (``measure_steps`` steps after as many untimed
+    ones, which hold warm-up, capture and compiling), and seconds per test-bound evaluation."""
+    from .mnist.train import train
+
+    trainer = mnist_vae.train_config(study_config(config, group).replace(device=device),
+                                     group.label, group.latent)
+    steps = config.measure_steps
+    trainer = trainer.replace(max_examples=2 * steps * trainer.batch_size,
+                              eval_every=steps * trainer.batch_size, epochs=max(
+                                  trainer.epochs, math.ceil(2 * steps * trainer.batch_size
+                                                            / len(data["train"]))))
+    started = time.perf_counter()
+    result = train(trainer, train_data=data["train"], test_images=data["test"],
+                   distributed=False)
+    elapsed = time.perf_counter() - started
+    wall = result.history["wall_seconds"]
+    per_step = (wall[-1] - wall[0]) / steps if len(wall) > 1 else wall[-1] / (2 * steps)
+    evaluations = len(wall)
+    per_evaluation = max(elapsed - wall[-1], 0.0) / evaluations
+    return {"seconds_per_step": per_step, "seconds_per_evaluation": per_evaluation}
+
+
+def estimate(group: Group, config: Config, data: dict, timing: dict, done_steps: int) -> dict:
+    """The group's steps left, and the minutes they and its evaluations are expected to take."""
+    from .mnist.schedule import total_steps
+
+    trainer = mnist_vae.train_config(study_config(config, group), group.label, group.latent)
+    steps = total_steps(trainer, len(data["train"]))
+    left = max(steps - done_steps, 0)
+    batch = trainer.batch_size
+    evaluations = left * batch // trainer.eval_every + 1
+    probes = len(_measured(group, config)) * len(config.probe_fractions) * config.runs
+    # The final L_k: k samples through the decoder for every test image, of every run; priced
+    # like that many images in training steps (forward only, so an upper bound).
+    final = (config.runs * data["test_all"].shape[0] * config.likelihood_k / (batch * config.runs)
+             * timing["seconds_per_step"] / 3)
+    seconds = (left * timing["seconds_per_step"] + evaluations * timing["seconds_per_evaluation"]
+               + probes * timing["seconds_per_evaluation"] + final)
+    return {"steps": steps, "steps_left": left, "images_per_run": steps * batch,
+            "minutes": seconds / 60}
+
+
+def _checkpoint(group: Group, config: Config, folders: Folders) -> Path:
+    """The group's checkpoint in the state folder (as mnist_vae.train_group names it)."""
+    trainer = mnist_vae.train_config(study_config(config, group), group.label, group.latent)
+    return mnist_vae.checkpoint_path(folders.base, f"{group.label}-z{group.latent}", trainer,
+                                     folders.state)
+
+
+def _done_steps(group: Group, config: Config, folders: Folders) -> int:
+    """Steps an unfinished group's checkpoint holds (0 if none)."""
+    from .mnist.checkpoint import CheckpointError, load_checkpoint
+
+    path = _checkpoint(group, config, folders)
+    if not path.exists():
+        return 0
+    try:
+        return int(load_checkpoint(path)["step"])
+    except (CheckpointError, KeyError) as error:
+        raise SystemExit(f"error: paper: {error}") from None
+
+
+def print_plan(rows: list[dict], budget: float, partial: bool, world: int) -> None:
+    """The plan, one line a group, before any training."""
+    print(f"plan: {len(rows)} group(s) to train; budget {budget:g} minutes"
+          + (f" per rank, {world} ranks" if world > 1 else "")
+          + ("; the first group that does not fit trains for the time left" if partial else ""),
+          file=sys.stderr)
+    header = (f"  {'group':46s} {'part':4s} {'protocol':15s} {'estimator':22s} {'K':>3s} "
+              f"{'latent':>6s} {'runs':>4s} {'images/run':>11s} {'ms/step':>8s} {'minutes':>8s}"
+              "  verdict")
+    print(header, file=sys.stderr)
+    for row in rows:
+        group = row["group"]
+        name, _, samples = group.label.partition(":")
+        print(f"  {group.key:46s} {','.join(group.parts):4s} {group.protocol:15s} {name:22s} "
+              f"{samples or '1':>3s} {group.latent:6d} {row['runs']:4d} "
+              f"{row['images_per_run']:11,d} {1e3 * row['seconds_per_step']:8.2f} "
+              f"{row['minutes']:8.2f}  {row['verdict']}", file=sys.stderr)
+
+
+def plan(rows: list[dict], budget_minutes: float, partial: bool) -> list[dict]:
+    """Mark each row "fits", "partial" or "later": in order, while the estimates fit the budget."""
+    left = budget_minutes
+    cut = False
+    for row in rows:
+        if not cut and row["minutes"] <= left:
+            row["verdict"] = "fits"
+            left -= row["minutes"]
+        elif not cut and partial and left > 0:
+            row["verdict"] = f"partial (about {left:.1f} of its {row['minutes']:.1f} minutes)"
+            left, cut = 0.0, True
+        else:
+            row["verdict"] = "later"
+            cut = True
+    return rows
+
+
+def run(config: Config, paths) -> dict | None:
+    validate(config)
+    folders = Folders(config, paths)
+    rank, world, local = _rank()
+    device = config.device
+    if world > 1 and device.startswith("cuda"):
+        device = f"cuda:{local}"  # one process per GPU, each its own groups
+    if rank == 0:
+        _check_plan(folders, config)
+    every = groups_of(config)
+    # Rank r's groups are every world-th of the plan, whatever is finished: each rank the same
+    # groups in every invocation, so their checkpoints are always its own.
+    mine = [g for g in every[rank::world] if not folders.group_file(g).exists()]
+    data = _data(config, device)
+    started = time.perf_counter()
+    rows = []
+    for group in progress(mine, desc="paper: measuring"):
+        timing = measure(group, config, data, device)
+        rows.append({"group": group, "runs": config.runs, **timing,
+                     **estimate(group, config, data, timing, _done_steps(group, config, folders))})
+    rows = plan(rows, config.budget_minutes - (time.perf_counter() - started) / 60,
+                config.partial)
+    print_plan(rows, config.budget_minutes, config.partial, world)
+    training = [row for row in rows if row["verdict"] != "later"]
+    if mine and not training:
+        smallest = min(row["minutes"] for row in rows)
+        raise SystemExit(f"error: paper: a budget of {config.budget_minutes:g} minutes fits no "
+                         f"group; the smallest needs about {math.ceil(smallest + 1)} minutes: "
+                         f"use --budget-minutes {math.ceil(smallest + 1)}, or --set partial=true "
+                         "to train a part of one and go on in the next invocation")
+    deadline = started + 60 * config.budget_minutes
+    for row in training:
+        group = row["group"]
+        limit = None if row["verdict"] == "fits" else max(deadline - time.perf_counter(), 0.0)
+        finished = train_group(group, config, paths, folders, data, device, time_limit=limit)
+        if not finished:
+            print(f"paper: {group.key} stopped at the budget; its state is in {folders.state}"
+                  f" ({folders.state_bytes() / 2 ** 20:.1f} MB)", file=sys.stderr)
+    if world > 1:
+        _barrier()
+    if rank != 0:
+        return None
+    return collect(config, paths, folders)
+
+
+def _barrier() -> None:
+    """Wait for every rank's groups (gloo: no GPU needed for the wait)."""
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    torch.distributed.barrier()
+
+
+def train_group(group: Group, config: Config, paths, folders: Folders, data: dict, device: str,
+                time_limit: float | None = None) -> bool:
+    """Train (or go on training) one group; write its record and weights when it finishes."""
+    study = study_config(config, group).replace(device=device)
+    own = {**data, "total": mnist_vae.total_examples(study, len(data["train"]))}
+    started = time.perf_counter()
+    record, _ = mnist_vae.train_group(study, group.label, paths, own, _measured(group, config),
+                                      latent=group.latent, checkpoints=folders.state,
+                                      time_limit=time_limit, distributed=False)
+    invocation = {"command": " ".join([Path(sys.executable).name, "-m", "experiments",
+                                       *sys.argv[1:]]),
+                  "device": device, "device_name": _device_name(device),
+                  "seconds": round(time.perf_counter() - started, 3),
+                  "finished": record is not None}
+    log = folders.state / f"{group.key}.invocations.json"
+    earlier = json.loads(log.read_text()) if log.exists() else []
+    if record is None:
+        text = json.dumps(earlier + [invocation])
+        atomic_write(log, lambda tmp: Path(tmp).write_text(text))
+        return False
+    weights = _ship_weights(group, config, study, folders, record)
+    record.update(group=group.key, parts=list(group.parts), protocol=group.protocol,
+                  invocations=earlier + [invocation], weights=mnist_vae._relative(
+                      weights, paths.root),
+                  settings=mnist_vae.settings(study),
+                  train_size=len(data["train"]), test_size=int(data["test_all"].shape[0]),
+                  likelihood_k=config.likelihood_k, eval_size=int(data["test"].shape[0]))
+    record.pop("checkpoint", None)
+    text = json.dumps(_jsonable(record))
+    atomic_write(folders.group_file(group), lambda tmp: Path(tmp).write_text(text))
+    checkpoint = _checkpoint(group, config, folders)
+    for leftover in (checkpoint, checkpoint.with_suffix(".probes.json"), log):
+        leftover.unlink(missing_ok=True)
+    return True
+
+
+def _jsonable(value):
+    from .common import _jsonable as convert
+
+    return convert(value)
+
+
+def _device_name(device: str) -> str:
+    from .common import _device_name as name
+
+    return name(device)
+
+
+def _ship_weights(group: Group, config: Config, study, folders: Folders, record: dict) -> Path:
+    """Each run's final network, float32, no optimiser state: what figures and L_k need."""
+    from .mnist.checkpoint import load_checkpoint
+    from .mnist.group import build_group
+    from .mnist.train import DTYPES
+
+    trainer = mnist_vae.train_config(study, group.label, group.latent)
+    saved = load_checkpoint(_checkpoint(group, config, folders))
+    stacked = build_group(trainer.replace(device="cpu"), torch.device("cpu"),
+                          DTYPES[trainer.dtype])
+    stacked.vae.load_state_dict(saved["vae"])
+    runs = [{k: v.to(torch.float32) for k, v in stacked.run_vae(r).state_dict().items()}
+            for r in range(trainer.num_runs)]
+    payload = {"group": group.key, "architecture": trainer.architecture, "latent": trainer.latent,
+               "likelihood": trainer.likelihood, "seeds": trainer.seeds, "runs": runs}
+    target = folders.weights_file(group)
+    atomic_write(target, lambda tmp: torch.save(payload, tmp))
+    return target
+
+
+def load_weights(path: Path, run: int = 0):
+    """Run ``run``'s VAE from shipped weights, on the CPU."""
+    from .mnist.models import ARCHITECTURES, VAE
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    vae = VAE(ARCHITECTURES[payload["architecture"]](payload["latent"]),
+              likelihood=payload["likelihood"])
+    vae.load_state_dict(payload["runs"][run])
+    return vae.eval(), payload
+
+
+# --------------------------------------------------------------------------------------------
+# Results: every finished group, the table beside the published numbers
+# --------------------------------------------------------------------------------------------
+
+
+def collect(config: Config, paths, folders: Folders) -> dict:
+    """The results file's data: every finished group of the chosen parts, and what is left."""
+    every = groups_of(config)
+    records = {}
+    for group in every:
+        path = folders.group_file(group)
+        if path.exists():
+            records[group.key] = json.loads(path.read_text())
+    left = [g.key for g in every if g.key not in records]
+    complete = not left
+    if complete and folders.state.exists():
+        shutil.rmtree(folders.state)  # the programme is complete: no state to keep
+    return {"parts": list(config.parts), "groups": [g.key for g in every], "records": records,
+            "left": left, "complete": complete, "quick": config.quick, "runs": config.runs,
+            "state_bytes": folders.state_bytes(),
+            "plan": plan_identity(config)}
+
+
+def verdict(ours: float, se: float, published: float, higher_is_better: bool) -> str:
+    """'beaten', 'matched' (within 2 s.e. over runs) or 'missed', and by how much."""
+    difference = ours - published if higher_is_better else published - ours
+    if not math.isnan(se) and abs(difference) <= 2 * se:
+        return f"matched ({difference:+.2f} ± {se:.2f})"
+    return f"{'beaten' if difference > 0 else 'missed'} by {abs(difference):.2f} ± {se:.2f}"
+
+
+def table(results: dict) -> str:
+    """Every finished group beside its published number, as Markdown."""
+    data, meta = results["data"], results["metadata"]
+    lines = [f"| part | group | runs | images per run | test ELBO | NLL = −L_{{k}} | published "
+             "| verdict | device | wall time | command |", "|---|---|---|---|---|---|---|---|---|"
+             "---|---|"]
+    for key in data["groups"]:
+        record = data["records"].get(key)
+        if record is None:
+            lines.append(f"| {','.join(_parts_of(key, data))} | {key} | – | – | not run | | | "
+                         f"| | | |")
+            continue
+        fake = {"protocol": record["protocol"]}
+        published = [e for e in mnist_vae.PUBLISHED if mnist_vae._matches(e, fake, record)]
+        notes, verdicts = [], []
+        for entry in published:
+            if entry["metric"] == "nll":
+                ours, se = -record["log_likelihood"], record["log_likelihood_spread_se"]
+                notes.append(f"NLL {entry['value']:.2f} ({entry['source']})")
+                verdicts.append(verdict(ours, se, entry["value"], higher_is_better=False))
+            else:
+                ours, se = record["test_elbo"], record["test_elbo_spread_se"]
+                notes.append(f"bound {entry['value']:.1f} ({entry['source']})")
+                verdicts.append(verdict(ours, se, entry["value"], higher_is_better=True))
+        last = record["invocations"][-1]
+        seconds = sum(i["seconds"] for i in record["invocations"])
+        k = record["likelihood_k"]
+        lines.append(
+            f"| {','.join(record['parts'])} | {key} | {record['runs_counted']} | "
+            f"{record['examples_seen']:,} | {mnist_vae._mean_se(record, 'test_elbo')} | "
+            f"{mnist_vae._mean_se(record, 'log_likelihood', sign=-1)} (k = {k}) | "
+            f"{'; '.join(notes) or '–'} | {'; '.join(verdicts) or '–'} | {last['device_name']} | "
+            f"{seconds / 60:.1f} min | `{last['command']}` |")
+    if not data["complete"]:
+        lines.append("")
+        lines.append(f"Left to train: {len(data['left'])} group(s); the state folder holds "
+                     f"{data['state_bytes'] / 2 ** 20:.1f} MB.")
+    if data["quick"]:
+        lines.append("")
+        lines.append("**Quick scale** (a few hundred images per group, CPU): these numbers "
+                     "exercise the programme; they are not comparable with the published ones.")
+    return "\n".join(lines).replace("{k}", "k")
+
+
+def _parts_of(key: str, data: dict) -> list[str]:
+    return [part for part in data["parts"]
+            if any(Group(PARTS[part]["protocol"], label, latent, ()).key == key
+                   for label, latent in PARTS[part]["groups"])]
+
+
+def summary(results: dict) -> str:
+    data = results["data"]
+    done = len(data["records"])
+    return (f"paper ({results['metadata']['wall_seconds']:.0f} s this invocation; {done} of "
+            f"{len(data['groups'])} groups finished{'' if data['complete'] else ', more to go'})"
+            "\n\n" + table(results))
+
+
+# --------------------------------------------------------------------------------------------
+# Figures: from the saved results, and the pictures from the shipped weights
+# --------------------------------------------------------------------------------------------
+
+
+def plot(results: dict, results_path, paths) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .style import plot_band, rc_context
+
+    data = results["data"]
+    records = data["records"]
+    figures = []
+    note = ("quick scale: not comparable with the published numbers" if data["quick"] else
+            "paper scale")
+    with rc_context():
+        kw = {key: r for key, r in records.items() if "a" in r["parts"]}
+        if kw:
+            fig, ax = plt.subplots(figsize=(9, 5.2), constrained_layout=True)
+            for key, record in sorted(kw.items(), key=lambda item: item[1]["latent"]):
+                latent = record["latent"]
+                colour = plt.cm.viridis(math.log(latent) / math.log(250))
+                curves = mnist_vae.published_curves(latent)
+                if "test" in curves:
+                    ax.plot(*curves["test"], color=colour, alpha=0.45, linewidth=3,
+                            label=f"N_z = {latent}: Kingma & Welling 2014, AEVB test")
+                history = record["histories"][0]
+                plot_band(ax, history["examples_seen"], mnist_vae._curves(record, "test_bound"),
+                          color=colour, marker="o", markersize=2.5,
+                          label=f"N_z = {latent}: ours (mean of {record['runs_counted']} runs)")
+            ax.set_xscale("log")
+            ax.set_xlabel("training images seen per run (log scale)")
+            ax.set_ylabel("test lower bound, nats per image")
+            ax.legend(fontsize=8, loc="lower right")
+            ax.set_title("Kingma & Welling 2014, Figure 2: the test bound against images seen; "
+                         "thick pale lines: the digitised published AEVB curves\nours: "
+                         "pathwise_analytic_kl with Adam, band ±1 s.e. over runs; " + note,
+                         fontsize=9)
+            figures += save_figure(fig, paths, "paper-kingma-welling", results_path, SCRIPT)
+        comparison = {r["label"]: r for r in records.values() if "b" in r["parts"]}
+        if comparison:
+            labels = [label for label, _ in PARTS["b"]["groups"] if label in comparison]
+            view = {"labels": labels, "runs": comparison, "reference": labels[0],
+                    "settings": next(iter(comparison.values()))["settings"],
+                    "protocol": "kingma-welling", "num_runs": data["runs"],
+                    "eval_size": next(iter(comparison.values()))["eval_size"],
+                    "num_replicates": data["plan"]["num_replicates"],
+                    "probe_batch": data["plan"]["probe_batch"], "scale_note": note}
+            figures += mnist_vae._plot_bound(plt, view, results_path, paths,
+                                             name="paper-estimators-bound", script=SCRIPT)
+            if all(r["probes"] for r in comparison.values()):
+                figures += mnist_vae._plot_gradients(plt, view, results_path, paths,
+                                                     name="paper-estimators-gradients",
+                                                     script=SCRIPT)
+        figures += _plot_burda(plt, records, results_path, paths, note)
+        figures += _plot_pictures(plt, records, results_path, paths, note)
+    return figures
+
+
+def _plot_burda(plt, records, results_path, paths, note):
+    burda = [r for r in records.values() if "c" in r["parts"]]
+    if not burda:
+        return []
+    fig, ax = plt.subplots(figsize=(8, 4.4), constrained_layout=True)
+    for index, record in enumerate(burda):
+        published = [e for e in mnist_vae.PUBLISHED
+                     if mnist_vae._matches(e, {"protocol": "burda"}, record)]
+        ours, se = -record["log_likelihood"], record["log_likelihood_spread_se"]
+        ax.errorbar(index, ours, yerr=0 if math.isnan(se) else se, marker="o", capsize=4,
+                    color="C0", label="ours (mean ± s.e. over runs)" if index == 0 else None)
+        for entry in published:
+            ax.scatter(index, entry["value"], marker="_", s=400, color="black",
+                       label="Burda et al. 2016, Table 1" if index == 0 else None)
+    ax.set_xticks(range(len(burda)), [r["label"] for r in burda])
+    ax.set_ylabel(f"test NLL = −L_{burda[0]['likelihood_k']} (nats, lower is better)")
+    ax.set_title("Burda et al. 2016, Table 1, one stochastic layer\n" + note, fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, paths, "paper-burda", results_path, SCRIPT)
+
+
+def _plot_pictures(plt, records, results_path, paths, note):
+    """Samples and reconstructions of run 0 of (a)'s latent-20 group, from its shipped weights."""
+    chosen = [r for r in records.values()
+              if r["protocol"] == "kingma-welling" and r["latent"] == 20
+              and r["label"] == "pathwise_analytic_kl"]
+    if not chosen:
+        return []
+    weights = paths.root / chosen[0]["weights"]
+    if not weights.exists():
+        print(f"paper: no weights at {weights}; the pictures are skipped", file=sys.stderr)
+        return []
+    from .mnist.data import MnistError, load_mnist
+
+    try:
+        test, labels = load_mnist(None, "test")
+    except MnistError as error:
+        print(f"paper: the pictures need the MNIST test files ({error})", file=sys.stderr)
+        return []
+    vae, _ = load_weights(weights)
+    grey = test.reshape(len(test), -1).to(torch.float64) / 255
+    images = torch.bernoulli(grey, generator=torch.Generator().manual_seed(1)).float()
+    pictures = mnist_vae.pictures(vae, images, grey, labels, seed=3)
+    view = {"pictures": pictures, "reference": chosen[0]["label"], "scale_note": note}
+    return mnist_vae._plot_pictures(plt, view, results_path, paths, prefix="paper",
+                                    script=SCRIPT)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: python -m experiments.paper [RESULTS] | evaluate GROUP
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_weights(argv) -> int:
+    """L_k of a group's shipped weights on the test images, every run, on the CPU."""
+    import argparse
+
+    from .common import Paths
+    from .mnist import evaluate
+    from .mnist.data import MnistError, load_mnist
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.paper evaluate",
+                                     description="L_k of a group's shipped weights on the test "
+                                                 "images, with no training.")
+    parser.add_argument("weights", type=Path, help="a results/paper/weights/GROUP.pt file")
+    parser.add_argument("--num-samples", type=int, default=5000, help="k (default 5000)")
+    parser.add_argument("--test-size", type=int, default=0, help="test images (0: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not args.weights.is_file():
+        raise SystemExit(f"error: no weights file {args.weights}; "
+                         f"the shipped ones are under {Paths().results / 'paper' / 'weights'}")
+    try:
+        test, _ = load_mnist(None, "test")
+    except MnistError as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.test_size:
+        test = test[:args.test_size]
+    grey = test.reshape(len(test), -1).to(torch.float32) / 255
+    images = torch.bernoulli(grey, generator=torch.Generator().manual_seed(args.seed + 1))
+    _, payload = load_weights(args.weights)
+    values = []
+    for run in range(len(payload["runs"])):
+        vae, _ = load_weights(args.weights, run)
+        torch.manual_seed(args.seed + run)
+        bound = evaluate.importance_sampled_log_likelihood(vae, images, args.num_samples)
+        values.append(bound.mean().item())
+        print(f"run {run} (seed {payload['seeds'][run]}): L_{args.num_samples} = "
+              f"{values[-1]:.3f} on {len(images)} test images")
+    if len(values) > 1:
+        se = float(np.std(values, ddof=1) / math.sqrt(len(values)))
+        print(f"mean over {len(values)} runs: {np.mean(values):.3f} ± {se:.3f}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """``python -m experiments.paper [RESULTS]``: the table; ``... evaluate WEIGHTS``: L_k."""
+    from .common import summary_main
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["evaluate"]:
+        return evaluate_weights(argv[1:])
+    return summary_main(NAME, summary, argv, quick_fallback=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,218 @@
+"""The paper programme at a tiny scale on the CPU: plan, budget, resume, shared ranks, results.
+
+Uses the MNIST files where :func:`experiments.mnist.data.default_directory` finds them (or
+$MNIST_DIR) and skips cleanly when there are none. Every training here is a few hundred images
+per group (the programme's --quick scale); nothing is statistical.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+from experiments import paper
+from experiments.__main__ import main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mnist():
+    from experiments.mnist.data import MnistError, load_mnist
+
+    try:
+        load_mnist(split="test")
+    except MnistError as error:
+        pytest.skip(f"no MNIST files: {error}")
+
+
+def _run(tmp_path, *settings):
+    return main(["paper", "--quick", "--out", str(tmp_path), *settings])
+
+
+def _results(tmp_path):
+    return json.loads((tmp_path / "results" / "paper-quick.json").read_text())
+
+
+def test_the_groups_of_each_part_and_a_group_shared_by_two():
+    config = paper.Config()
+    keys = [g.key for g in paper.groups_of(config)]
+    assert len(keys) == len(set(keys)) == 5 + 8 + 5 - 1  # (a) and (b) share latent 20
+    shared = [g for g in paper.groups_of(config) if g.parts == ("a", "b")]
+    assert [g.key for g in shared] == ["kingma-welling-pathwise_analytic_kl-z20"]
+    burda = paper.study_config(config, paper.groups_of(config.replace(parts=("c",)))[0])
+    assert burda.protocol == "burda" and burda.epochs == 3280 and burda.runs == 3
+    assert paper.study_config(config, shared[0]).max_examples == 10_000_000
+
+
+def test_the_plan_fits_the_budget_in_order_and_cuts_the_rest():
+    rows = [{"minutes": m} for m in (2.0, 3.0, 4.0, 1.0)]
+    assert [r["verdict"] for r in paper.plan(rows, 6.0, partial=False)] == [
+        "fits", "fits", "later", "later"]  # in order: a later small group waits its turn
+    verdicts = [r["verdict"] for r in paper.plan([dict(r) for r in rows], 6.0, partial=True)]
+    assert verdicts[:2] == ["fits", "fits"] and verdicts[2].startswith("partial (about 1.0")
+    assert verdicts[3] == "later"
+
+
+def test_a_verdict_says_beaten_matched_or_missed_with_the_spread():
+    assert paper.verdict(-98.0, 0.4, -99.5, higher_is_better=True) == "beaten by 1.50 ± 0.40"
+    assert paper.verdict(-99.3, 0.4, -99.5, higher_is_better=True).startswith("matched")
+    assert paper.verdict(87.0, 0.1, 86.76, higher_is_better=False) == "missed by 0.24 ± 0.10"
+
+
+def test_end_to_end_an_interrupted_invocation_loses_no_finished_group(tmp_path, monkeypatch,
+                                                                       capsys):
+    parts = ["--set", "parts=a,c"]
+    original = paper.train_group
+    calls = []
+
+    def killed_at_the_third(*args, **kwargs):
+        calls.append(args[0].key)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a kill would, in the middle of a group
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(paper, "train_group", killed_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, *parts)
+    err = capsys.readouterr().err
+    assert "plan: 10 group(s) to train" in err and "fits" in err
+    groups = tmp_path / "results" / "paper-quick" / "groups"
+    done = sorted(p.name for p in groups.iterdir())
+    assert done == sorted(f"{key}.json" for key in calls[:2])
+    first = {name: (groups / name).read_text() for name in done}
+    monkeypatch.setattr(paper, "train_group", original)
+    # The next invocation plans only what is left and trains it; the finished groups stay.
+    assert _run(tmp_path, *parts) == 0
+    assert "plan: 8 group(s) to train" in capsys.readouterr().err
+    for name, text in first.items():
+        assert (groups / name).read_text() == text
+    data = _results(tmp_path)["data"]
+    assert data["complete"] and not data["left"] and len(data["records"]) == 10
+    assert not (tmp_path / "results" / "paper-quick" / "state").exists()  # deleted when complete
+    for key, record in data["records"].items():
+        assert record["seeds"] == [0, 1] and len(record["finals"]) == 2
+        assert record["invocations"][-1]["device_name"]
+        weights = tmp_path / record["weights"]
+        shipped = torch.load(weights, weights_only=True)
+        assert len(shipped["runs"]) == 2
+        assert all(v.dtype == torch.float32 for v in shipped["runs"][0].values())
+        assert not any("exp_avg" in k for k in shipped["runs"][0])  # no optimiser state
+    table = paper.table(_results(tmp_path))
+    assert "burda-iwae-k50-z50" in table and "NLL 84.78" in table and "Quick scale" in table
+    assert "missed by" in table or "beaten by" in table or "matched" in table
+    for name in ("kingma-welling", "burda", "samples"):
+        assert (tmp_path / "figures" / f"paper-{name}-quick.png").exists(), name
+    # figures from the saved results and the shipped weights alone
+    (tmp_path / "figures" / "paper-samples-quick.png").unlink()
+    assert main(["figures", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "figures" / "paper-samples-quick.png").exists()
+    # L_k from the shipped weights, no training
+    key = "burda-pathwise-z50"
+    assert paper.main(["evaluate", str(tmp_path / data["records"][key]["weights"]),
+                       "--num-samples", "3", "--test-size", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "run 0 (seed 0): L_3 = " in out and "mean over 2 runs" in out
+
+
+def test_the_estimator_comparison_probes_gradients_and_draws_them(tmp_path):
+    assert _run(tmp_path, "--set", "parts=b") == 0
+    data = _results(tmp_path)["data"]
+    reference = data["records"]["kingma-welling-pathwise_analytic_kl-z20"]
+    assert set(reference["probes"][0]["stats"]) == {
+        label for label, _ in paper.PARTS["b"]["groups"]} - {paper.NVIL}
+    for record in data["records"].values():
+        assert len(record["probes"][0]["runs"]) == 2  # each run on its own parameters
+    for name in ("estimators-bound", "estimators-gradients"):
+        assert (tmp_path / "figures" / f"paper-{name}-quick.png").exists()
+
+
+def test_a_budget_stops_a_group_partway_and_the_next_invocation_goes_on(tmp_path, monkeypatch,
+                                                                        capsys):
+    settings = ["--set", "parts=c", "--set", "burda_epochs=4", "--set", "partial=true"]
+    real = paper.estimate
+
+    def slow(*args):  # as if each group needed far more than the budget
+        return {**real(*args), "minutes": 50.0}
+
+    original = paper.train_group
+
+    def out_of_time(*args, time_limit=None):  # the time left runs out at the first check
+        assert time_limit is not None  # the partial group, and only it, has a limit
+        return original(*args, time_limit=0.0)
+
+    monkeypatch.setattr(paper, "estimate", slow)
+    monkeypatch.setattr(paper, "train_group", out_of_time)
+    assert _run(tmp_path, *settings) == 0
+    err = capsys.readouterr().err
+    assert "partial (about" in err and "stopped at the budget" in err
+    assert err.count(" later\n") == 4
+    state = tmp_path / "results" / "paper-quick" / "state"
+    assert any(state.glob("pathwise-z50-*.pt"))
+    assert not _results(tmp_path)["data"]["records"]
+    monkeypatch.setattr(paper, "estimate", real)
+    monkeypatch.setattr(paper, "train_group", original)
+    assert _run(tmp_path, *settings) == 0  # goes on from the checkpoint, then the rest
+    record = _results(tmp_path)["data"]["records"]["burda-pathwise-z50"]
+    assert len(record["invocations"]) == 2 and not record["invocations"][0]["finished"]
+    assert record["examples_seen"] == 4 * 200
+
+
+def test_the_ranks_of_a_torchrun_share_the_groups_and_rank_0_writes_the_results(tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.setattr(paper, "_barrier", lambda: None)
+    settings = ["--set", "parts=c"]
+    trained = {}
+    original = paper.train_group
+
+    def record(group, *args, **kwargs):
+        trained.setdefault(paper._rank()[0], []).append(group.key)
+        return original(group, *args, **kwargs)
+
+    monkeypatch.setattr(paper, "train_group", record)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert _run(tmp_path, *settings) == 0
+    assert not (tmp_path / "results" / "paper-quick.json").exists()  # rank 1 writes none
+    monkeypatch.setenv("RANK", "0")
+    assert _run(tmp_path, *settings) == 0
+    keys = [g.key for g in paper.groups_of(paper.Config(parts=("c",)))]
+    assert trained[1] == keys[1::2] and trained[0] == keys[0::2]  # every other group each
+    assert _results(tmp_path)["data"]["complete"]
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["--set", "parts=a,d"], "unknown part(s) d; use --set parts= with any of a, b, c"),
+    (["--parts", "x"], "unknown part(s) x"),
+    (["--budget-minutes", "0"], "budget_minutes must be a positive number"),
+    (["--set", "runs=0"], "runs must be >= 1"),
+])
+def test_bad_settings_fail_in_one_line_naming_the_fix(tmp_path, settings, message):
+    with pytest.raises(SystemExit) as error:
+        _run(tmp_path, *settings)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_budget_that_fits_no_group_says_the_smallest_that_does(tmp_path, monkeypatch):
+    real = paper.estimate
+    monkeypatch.setattr(paper, "estimate", lambda *args: {**real(*args), "minutes": 12.3})
+    with pytest.raises(SystemExit, match=r"a budget of 5 minutes fits no group; the smallest "
+                                         r"needs about 14 minutes: use --budget-minutes 14, or "
+                                         r"--set partial=true"):
+        _run(tmp_path, "--set", "parts=c", "--budget-minutes", "5")
+
+
+def test_an_invocation_with_another_plan_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(paper, "train_group", lambda *args, **kwargs: False)
+    _run(tmp_path, "--set", "parts=c")  # records the plan, trains nothing
+    with pytest.raises(SystemExit, match=r"holds another plan \(it differs in runs: runs=2\); go "
+                                         r"on with those settings, or start another with --set "
+                                         r"state=NEW_FOLDER"):
+        _run(tmp_path, "--set", "parts=c", "--set", "runs=3")
+    with pytest.raises(SystemExit, match="it differs in parts"):
+        _run(tmp_path, "--set", "parts=a")
+
+
+def test_the_published_numbers_the_table_compares_with():
+    sources = {e["source"] for e in paper.mnist_vae.PUBLISHED}
+    assert "Burda et al. 2016, Table 1 (IWAE, k = 50)" in sources
+    assert not math.isnan(paper.mnist_vae.PUBLISHED[0]["value"])
