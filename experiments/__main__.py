@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,11 @@ from pathlib import Path
 from . import available_studies
 from .common import (ROOT, Paths, describe_fields, load_results, metadata, save_results,
                      seed_everything, torch_threads)
+
+
+MAX_SEED = 2 ** 32 - 1
+# Quick runs write here unless --out says otherwise: nothing tracked is touched by them.
+QUICK_OUT = ROOT / "runs" / "quick"
 
 
 def _parse_value(field: dataclasses.Field, text: str):
@@ -30,11 +37,19 @@ def _parse_value(field: dataclasses.Field, text: str):
         if isinstance(current, int) or kind == "int":
             return int(text)
         if isinstance(current, float) or kind == "float":
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise SystemExit(f"error: --set {field.name}={text}: {field.name} must be a "
+                                 "finite number")
+            return value
         if isinstance(current, tuple) or "tuple" in str(kind):
             items = [t for t in text.split(",") if t]
             sample = current[0] if current else ""
-            return tuple(type(sample)(t) if not isinstance(sample, str) else t for t in items)
+            values = tuple(type(sample)(t) if not isinstance(sample, str) else t for t in items)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise SystemExit(f"error: --set {field.name}={text}: every entry must be a "
+                                 "finite number")
+            return values
     except ValueError:
         raise SystemExit(f"error: --set {field.name}={text}: cannot read {text!r} as "
                          f"{type(current).__name__}") from None
@@ -51,6 +66,8 @@ def build_config(module, args) -> object:
         if value is not None:  # the paper programme's own flags
             changes[field] = tuple(value.split(",")) if option == "parts" else value
     fields = {f.name: f for f in dataclasses.fields(module.Config)}
+    if not 0 <= changes["seed"] <= MAX_SEED:
+        raise SystemExit(f"error: --seed must lie in 0..{MAX_SEED}, got {changes['seed']}")
     for item in args.set or []:
         if "=" not in item:
             raise SystemExit(f"error: --set expects FIELD=VALUE, got {item!r}")
@@ -67,6 +84,7 @@ def run_study(module, config, paths: Paths) -> list[Path]:
     from .common import resolve_device
 
     resolve_device(config.device)
+    _writable(paths)
     if config.threads < 0:
         raise SystemExit(f"error: --threads must be >= 0 (0: torch's default), got "
                          f"{config.threads}")
@@ -79,23 +97,37 @@ def run_study(module, config, paths: Paths) -> list[Path]:
     meta = metadata(config, module.NAME, time.perf_counter() - started)
     results_path = paths.results_file(module.NAME + ("-quick" if config.quick else ""))
     save_results(results_path, data, meta)
-    figures = module.plot(load_results(results_path), results_path, paths)
+    figures = module.plot(load_results(results_path, module.NAME), results_path, paths)
     print(f"{module.NAME}: {meta['wall_seconds']:.1f} s; results {results_path}")
     for figure in figures:
         print(f"  figure {figure}")
     return figures
 
 
+def _writable(paths: Paths) -> None:
+    """Refuse, before any work, output folders that could not be written."""
+    for folder in (paths.results, paths.figures):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SystemExit(f"error: cannot create the output folder {folder} "
+                             f"({error.strerror or error}); choose another --out") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SystemExit(f"error: the output folder {folder} is not writable (permission "
+                             "denied); choose another --out")
+
+
 def redraw(paths: Paths, studies) -> None:
+    """Every figure of every saved results file, full-scale and quick (their names differ)."""
+    _writable(paths)
     drawn = 0
     for name, module in studies.items():
         for results_path in (paths.results_file(name), paths.results_file(name + "-quick")):
             if not results_path.exists():
                 continue
-            for figure in module.plot(load_results(results_path), results_path, paths):
+            for figure in module.plot(load_results(results_path, name), results_path, paths):
                 print(figure)
                 drawn += 1
-            break  # the full-scale results win over the quick ones
     if not drawn:
         raise SystemExit(f"error: no saved results under {paths.results}; run a study first")
 
@@ -110,8 +142,9 @@ def _add_common(parser):
                              "fastest; 0: torch's default, one per core)")
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
                         help="override one field of the study's Config (repeatable)")
-    parser.add_argument("--out", type=Path, default=ROOT,
-                        help="folder that receives results/ and figures/ (default: the repository)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder that receives results/ and figures/ (default: the repository;"
+                             " with --quick, runs/quick/, which git ignores)")
 
 
 def main(argv=None) -> int:
@@ -148,7 +181,9 @@ def main(argv=None) -> int:
         print("  all              run every study in turn (add --quick for the small scale)")
         print("  figures          redraw every figure from saved results")
         return 0
-    paths = Paths(args.out.resolve())
+    out = args.out if args.out is not None else (
+        QUICK_OUT if getattr(args, "quick", False) else ROOT)
+    paths = Paths(out.resolve())
     if args.study == "figures":
         redraw(paths, studies)
         return 0

@@ -147,7 +147,7 @@ def metadata(config: StudyConfig, study: str, wall_seconds: float, module: str =
         "config": dataclasses.asdict(config),
         "seed": config.seed,
         "command": " ".join([Path(sys.executable).name, "-m", module,
-                             *(sys.argv[1:] if argv is None else argv)]),
+                             *map(machine_free, sys.argv[1:] if argv is None else argv)]),
         "git_commit": _git_commit(),
         "versions": {
             "python": platform.python_version(),
@@ -162,6 +162,19 @@ def metadata(config: StudyConfig, study: str, wall_seconds: float, module: str =
         "wall_seconds": round(wall_seconds, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def machine_free(text: str) -> str:
+    """A command-line word without this machine's folders: an absolute path inside the working
+    folder becomes relative to it, any other keeps only its last part (``.../name``)."""
+    text = str(text)
+    if not os.path.isabs(text):
+        return text
+    path = Path(text)
+    try:
+        return str(path.relative_to(Path.cwd())) or "."
+    except ValueError:
+        return f".../{path.name}"
 
 
 def _jsonable(value: Any):
@@ -210,15 +223,37 @@ def save_results(path: Path, data: dict, meta: dict) -> Path:
     return atomic_write(path, write)
 
 
-def load_results(path: Path) -> dict:
+def load_results(path: Path, study: str | None = None) -> dict:
+    """A results file as saved by :func:`save_results`; with ``study``, one that study made.
+
+    Anything else (a missing file, a folder, a file that is not JSON or not a results file, the
+    results of another study) stops with a one-line message that says what it is.
+    """
     path = Path(path)
     if not path.exists():
         raise SystemExit(f"error: no saved results at {path}; run the study first")
+    if path.is_dir():
+        raise SystemExit(f"error: {path} is a folder, not a results file; give a "
+                         "results/STUDY.json file")
     try:
-        with open(path) as handle:
-            return json.load(handle)
+        with open(path, encoding="utf-8") as handle:
+            results = json.load(handle)
+    except PermissionError:
+        raise SystemExit(f"error: cannot read {path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise SystemExit(f"error: {path} is not a results file (not text: an image or other "
+                         "binary file?); give a results/STUDY.json file") from None
     except json.JSONDecodeError as error:
         raise SystemExit(f"error: {path} is not valid JSON ({error}); re-run the study") from None
+    if (not isinstance(results, dict) or not isinstance(results.get("metadata"), dict)
+            or "data" not in results):
+        raise SystemExit(f"error: {path} is JSON but not a results file (no metadata and data); "
+                         "give a results/STUDY.json file that a study wrote")
+    made_by = results["metadata"].get("study")
+    if study is not None and made_by != study:
+        raise SystemExit(f"error: {path} holds the results of {made_by!r}, not of {study!r}; "
+                         f"use python -m experiments.{str(made_by).replace('-', '_')} for it")
+    return results
 
 
 def save_figure(fig, paths: Paths, name: str, results_path: Path, script: str) -> list[Path]:
@@ -233,7 +268,9 @@ def save_figure(fig, paths: Paths, name: str, results_path: Path, script: str) -
         source = Path(results_path).resolve().relative_to(paths.root.resolve())
     except ValueError:
         source = Path(results_path).name
-    fig.text(0.995, 0.005, f"{script} -> {source}", ha="right", va="bottom", fontsize=6,
+    # Below everything the figure holds (bbox_inches="tight" makes room for it), so that it never
+    # sits on an axis label.
+    fig.text(0.995, -0.01, f"{script} -> {source}", ha="right", va="top", fontsize=6,
              color="0.5")
     written = []
     for suffix in ("png", "pdf"):
@@ -289,7 +326,7 @@ def summary_main(name: str, summary, argv=None, table=None, quick_fallback: bool
         if not results.exists():
             raise SystemExit(f"error: no results file {results}; "
                              f"run `python -m experiments {name}` first")
-    loaded = [load_results(results) for results in files]
+    loaded = [load_results(results, name) for results in files]
     print(summary(loaded[0]) if len(loaded) == 1 else table(loaded))
     return 0
 

@@ -341,7 +341,7 @@ def _probe_targets(config: Config, total: int) -> list[int]:
     return sorted({int(round(f * total)) for f in config.probe_fractions})
 
 
-def _measure(vae, baseline, owner: str, x, labels, config, seed) -> dict:
+def _measure(vae, baseline, owner: str, x, labels, config, seed, bar=None) -> dict:
     """gradient_variance of each run's estimator (with its own K) on these parameters and x.
 
     ``baseline`` is what the run being probed learned (the NVIL network, the EmaBaseline or
@@ -365,6 +365,8 @@ def _measure(vae, baseline, owner: str, x, labels, config, seed) -> dict:
                                   options=options, replicate_chunk=config.replicate_chunk,
                                   seed=seed)
         out[label] = stats[name]
+        if bar is not None:
+            bar.update(1)
     return out
 
 
@@ -440,11 +442,15 @@ def train_group(config: Config, label: str, paths, data: dict, measure: list[str
             return
         while targets and state.examples_seen >= targets[0]:
             targets.pop(0)
+        # A probe takes a while (every estimator, R replicates each): a bar of its own.
+        bar = progress(total=len(measure) + state.num_runs - 1,
+                       desc=f"mnist-vae: probing {label} at {state.examples_seen:,} images")
         every = _measure(state.vae(0), state.baseline(0), owner, data["probe_x"], measure,
-                         config, seed=seed)
+                         config, seed=seed, bar=bar)
         own = [every.get(label)] + [
             _measure(state.vae(run), state.baseline(run), owner, data["probe_x"], [label],
-                     config, seed=seed).get(label) for run in range(1, state.num_runs)]
+                     config, seed=seed, bar=bar).get(label) for run in range(1, state.num_runs)]
+        bar.close()
         probes.append({"step": int(state.step), "examples_seen": int(state.examples_seen),
                        "stats": every, "runs": own})
         save_probes(probes_file, wanted, probes)
@@ -664,7 +670,7 @@ def plot(results: dict, results_path, paths) -> list:
 
     from .style import rc_context
 
-    data = dict(results["data"], scale_note=scale_of(results)["note"])
+    data = dict(upgrade(results)["data"], scale_note=scale_of(results)["note"])
     with rc_context():
         figures = _plot_bound(plt, data, results_path, paths)
         figures += _plot_gradients(plt, data, results_path, paths)
@@ -673,6 +679,27 @@ def plot(results: dict, results_path, paths) -> list:
 
 
 SCRIPT = "experiments/mnist_vae.py"
+
+
+def upgrade(results: dict) -> dict:
+    """Results of an earlier version, whose every estimator was one run, read as groups of one."""
+    data = results["data"]
+    records = [data["runs"][label] for label in data["labels"]]
+    if "manifold" in data:
+        records.append(data["manifold"])
+    for record in records:
+        if "histories" in record:
+            continue
+        record["histories"] = [record["history"]]
+        record["finals"] = [{key: record[key] for key in (*FINAL_NUMBERS, "log_likelihood_se",
+                                                          "test_images") if key in record}]
+        record.update(spread(record["finals"]))
+        record.setdefault("seeds", [results["metadata"].get("seed", 0)])
+        record.setdefault("diverged", [])
+        for probe in record.get("probes", []):
+            probe.setdefault("runs", [probe["stats"].get(record["label"])])
+    data.setdefault("num_runs", 1)
+    return results
 
 
 def _curves(record: dict, key: str) -> np.ndarray:
@@ -893,12 +920,9 @@ def _plot_pictures(plt, data, results_path, paths, prefix="mnist-vae", script=No
 
 
 def _command(entry: dict) -> str:
-    run = entry["estimator"] + (f":{entry['num_samples']}" if entry["num_samples"] > 1 else "")
-    extra = " --set protocol=burda" if entry["protocol"] == "burda" else \
-        f" --set latent={entry['latent']}"
-    out = f"runs/{entry['protocol']}-{run.replace(':', '-k')}-z{entry['latent']}"
-    return (f"python -m experiments mnist-vae --device cuda{extra} --set estimators={run} "
-            f"--set manifold_latent=0 --out {out}")
+    """The paper programme's invocation that trains the group behind a published number."""
+    part = "c" if entry["protocol"] == "burda" else "a"
+    return f"python -m experiments paper --device cuda --parts {part} --budget-minutes 9"
 
 
 def _rows(results: dict):
@@ -925,7 +949,7 @@ def _mean_se(record: dict, key: str, sign: int = 1, digits: int = 2) -> str:
 
 def results_table(results) -> str:
     """Our numbers beside the published ones, as Markdown; ``results``: one results dict or a list."""
-    files = results if isinstance(results, list) else [results]
+    files = [upgrade(r) for r in (results if isinstance(results, list) else [results])]
     lines = []
     for results in files:
         data, meta = results["data"], results["metadata"]
@@ -971,8 +995,9 @@ def results_table(results) -> str:
                 f"{_mean_se(record, 'active_units', digits=1)} | "
                 f"{record['examples_seen']:,} | {record['wall_seconds']:.1f} s | {note} |")
         lines.append("")
-    lines += ["Published numbers and the paper-scale command that reproduces each (one GPU run "
-              "each; results land in the --out folder):", "",
+    lines += ["Published numbers and the command that trains the group behind each (the paper "
+              "programme, repeated until its plan is done; its own table is printed by "
+              "python -m experiments.paper):", "",
               "| published | value | ours | command |", "|---|---|---|---|"]
     for entry in PUBLISHED:
         ours = []
@@ -991,7 +1016,7 @@ def results_table(results) -> str:
 
 def summary(results: dict) -> str:
     """The key numbers of saved results, then the results table."""
-    data = results["data"]
+    data = upgrade(results)["data"]
     lines = [f"mnist-vae ({results['metadata']['wall_seconds']:.0f} s; {scale_of(results)['note']}): "
              f"per group of {data['num_runs']} runs, the final test bound (mean ± s.e. over "
              "runs), the group's training time, and the encoder / decoder gradient variance and "

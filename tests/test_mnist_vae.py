@@ -406,7 +406,7 @@ def test_fixed_binarization_probes_a_minibatch_of_the_training_data(tmp_path):
 def test_trainer_settings_are_checked_before_any_run(tmp_path):
     folder = _fake_mnist(tmp_path)
     for setting, needle in (("binarization=otsu", "binarization must be one of"),
-                            ("learning_rate=nan", "learning_rate must be a positive number")):
+                            ("learning_rate=2", "learning_rate must be a positive number")):
         with pytest.raises(SystemExit, match=r"^error: mnist-vae: run pathwise_analytic_kl: "
                                              + needle) as error:
             main(["mnist-vae", "--quick", "--out", str(tmp_path), "--set",
@@ -439,7 +439,8 @@ def test_summary_main_reads_several_files_and_falls_back_to_the_quick_one(tmp_pa
     real_paths = common.Paths
     monkeypatch.setattr(common, "Paths", lambda: real_paths(root=tmp_path))
     for stem in ("study-quick", "a", "b"):
-        common.save_results(tmp_path / "results" / f"{stem}.json", {"value": stem}, {})
+        common.save_results(tmp_path / "results" / f"{stem}.json", {"value": stem},
+                            {"study": "study"})
 
     def summary(results):
         return "one " + results["data"]["value"]

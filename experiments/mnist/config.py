@@ -7,7 +7,6 @@ the run that a solo training with seed ``seed + r`` makes (see :mod:`experiments
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
@@ -90,5 +89,6 @@ class TrainConfig:
         if not 0 <= self.seed or self.seed + self.num_runs - 1 > MAX_SEED:
             raise ValueError(f"seed must lie in 0..{MAX_SEED - self.num_runs + 1} (the runs take "
                              f"seeds seed .. seed + num_runs - 1 <= {MAX_SEED}), got {self.seed}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if not 0 < self.learning_rate <= 1:  # NaN fails too; above 1, Adam's steps overflow
+            raise ValueError(f"learning_rate must be a positive number no larger than 1, got "
+                             f"{self.learning_rate}")

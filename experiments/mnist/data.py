@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import struct
 import urllib.request
@@ -93,6 +94,9 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as handle:
                 return handle.read()
         return path.read_bytes()
+    except PermissionError:
+        raise MnistError(f"cannot read {path}: permission denied; make it readable "
+                         f"(chmod a+r) or point $MNIST_DIR at a readable copy") from None
     except (OSError, EOFError, zlib.error) as error:
         # gzip.BadGzipFile is an OSError; a truncated gzip stream is an EOFError
         raise MnistError(f"{path} is not a readable (gzip) file ({error}); "
@@ -123,23 +127,79 @@ def _parse_idx(path: Path, data: bytes, kind: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
+# path -> (size, modification time, MD5 of the contents) of the files whose sum was computed
+_CHECKED: dict[str, tuple[int, int, str]] = {}
+
+
+def _verdict_cache() -> Path:
+    """Where the MD5 verdicts are kept between processes (best effort: never required)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vae-gradients" / "mnist-md5.json"
+
+
+def _check_md5(path: Path, name: str, data: bytes, count: int) -> None:
+    """Refuse the full set's file whose contents are not the published ones (:data:`MD5`).
+
+    A file holding as many entries as the published one must be it; one with fewer (a subset
+    made on purpose, or a test's) has no published sum. The sum of a file, keyed on its size
+    and modification time, is computed once and kept, in this process and in a small cache
+    file, so later loads of an unchanged file do not recompute it.
+    """
+    split = "train" if name.startswith("train") else "test"
+    if count != SIZES[split]:
+        return
+    stat = path.stat()
+    key = (stat.st_size, stat.st_mtime_ns)
+    known = _CHECKED.get(str(path))
+    if known is None:
+        try:
+            cached = json.loads(_verdict_cache().read_text()).get(str(path))
+            known = tuple(cached) if cached else None
+        except (OSError, ValueError):
+            known = None
+    if known is not None and tuple(known[:2]) == key:
+        digest = known[2]
+    else:
+        digest = hashlib.md5(data).hexdigest()
+        _CHECKED[str(path)] = (*key, digest)
+        try:
+            cache = _verdict_cache()
+            entries = json.loads(cache.read_text()) if cache.exists() else {}
+            entries[str(path)] = [*key, digest]
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(entries))
+        except (OSError, ValueError):
+            pass  # a cache that cannot be written only costs the sum next time
+    _CHECKED[str(path)] = (*key, digest)
+    if digest != MD5[name]:
+        raise MnistError(f"{path} is corrupt: the MD5 of its contents is {digest}, the "
+                         f"published file's is {MD5[name]}; delete it and download it again")
+
+
 def load_mnist(directory: str | os.PathLike | None = None,
                split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """Images uint8 (N, 28, 28) and labels int64 (N,) of the ``split`` ("train" or "test").
 
     Reads ``<name>.gz`` if present, else the uncompressed ``<name>``. Checks each file's magic
-    number, dimensions and length, that images and labels agree in number, and that labels lie
-    in 0..9. N is whatever the files hold (60,000 and 10,000 for the real set).
+    number, dimensions and length, that images and labels agree in number, that labels lie in
+    0..9, and that a file of the full set (60,000 or 10,000 entries) has the published MD5 of
+    its contents (:func:`_check_md5`). N is whatever the files hold.
     """
     if split not in FILES:
         raise MnistError(f"unknown split {split!r}; use 'train' or 'test'")
     directory = default_directory() if directory in (None, "") else Path(directory).expanduser()
     if not directory.is_dir():
         raise MnistError(f"MNIST directory {directory} does not exist; {_HOW}")
+    if not os.access(directory, os.R_OK | os.X_OK):
+        raise MnistError(f"cannot read the MNIST directory {directory}: permission denied; "
+                         "make it readable or point $MNIST_DIR at a readable copy")
     image_name, label_name = FILES[split]
     image_path, label_path = _locate(directory, image_name), _locate(directory, label_name)
-    images = _parse_idx(image_path, _read_bytes(image_path), "images")
-    labels = _parse_idx(label_path, _read_bytes(label_path), "labels")
+    image_bytes, label_bytes = _read_bytes(image_path), _read_bytes(label_path)
+    images = _parse_idx(image_path, image_bytes, "images")
+    labels = _parse_idx(label_path, label_bytes, "labels")
+    _check_md5(image_path, image_name, image_bytes, images.shape[0])
+    _check_md5(label_path, label_name, label_bytes, labels.shape[0])
     if images.shape[0] != labels.shape[0]:
         raise MnistError(f"{image_path} holds {images.shape[0]} images but {label_path} "
                          f"{labels.shape[0]} labels; download both files again")

@@ -1,0 +1,272 @@
+"""Misuse, as a careless or hostile user would try it: every one is refused early, in one line,
+and loses nothing already saved; and the first run, as a newcomer meets it, leaves the checkout
+clean. (Checkpoints and the trainer's own flags are tested in test_mnist_train.py, the MNIST
+files' checks in test_mnist_data.py.)"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments import __main__ as cli
+from experiments import common
+from experiments.__main__ import main
+from experiments.mnist import train as trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_COSTS = ["--set", "num_replicates=20", "--set", "num_points=3", "--set", "num_curve_points=5"]
+
+
+def _one_line(error) -> str:
+    text = str(error.value)
+    assert "\n" not in text, text
+    return text
+
+
+# ------------------------------------------------------------------------------------------------
+# Output folders that cannot be written: refused before any work
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_study_refuses_an_unwritable_out_before_it_computes_anything(tmp_path, monkeypatch):
+    from experiments import cost_functions
+
+    ran = []
+    monkeypatch.setattr(cost_functions, "run", lambda config, paths: ran.append(1) or {})
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path).startswith(
+        str(tmp_path)) else real(path, mode))
+    with pytest.raises(SystemExit) as error:
+        main(["cost-functions", "--quick", "--out", str(tmp_path)])
+    assert "is not writable (permission denied); choose another --out" in _one_line(error)
+    assert not ran
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setattr(os, "access", real)
+    with pytest.raises(SystemExit) as error:
+        main(["cost-functions", "--quick", "--out", str(blocked)])
+    assert "cannot create the output folder" in _one_line(error) and not ran
+
+
+def test_the_trainer_refuses_an_unwritable_checkpoint_folder_before_training(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(SystemExit) as error:
+        trainer.main(["--checkpoint", str(blocked / "run.pt"), "--data-dir", str(tmp_path)])
+    assert "cannot create the checkpoint folder" in _one_line(error)
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings out of range
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gmm-vae", "--quick", "--set", "learning_rate=nan"], "learning_rate must be a finite number"),
+    (["gmm-vi", "--quick", "--set", "ring_q_scale=inf"], "ring_q_scale must be a finite number"),
+    (["mnist-vae", "--quick", "--set", "learning_rate=nan"], "learning_rate must be a finite"),
+    (["cost-functions", "--quick", "--seed", "-1"], "--seed must lie in 0..4294967295, got -1"),
+    (["cost-functions", "--quick", "--seed", "4294967296"], "--seed must lie in 0..4294967295"),
+    (["cost-functions", "--quick", "--threads", "-1"], "--threads must be >= 0"),
+])
+def test_study_settings_out_of_range_are_one_line_errors(tmp_path, argv, message):
+    with pytest.raises(SystemExit) as error:
+        main([*argv, "--out", str(tmp_path)])
+    assert message in _one_line(error)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learning-rate", "nan"], "learning_rate must be a positive number no larger than 1"),
+    (["--learning-rate", "1e38"], "learning_rate must be a positive number no larger than 1"),
+    (["--threads", "-3"], "--threads must be >= 0"),
+])
+def test_trainer_settings_out_of_range_are_one_line_errors(argv, message):
+    with pytest.raises(SystemExit) as error:
+        trainer.main(argv)
+    assert message in _one_line(error)
+
+
+def test_a_train_size_beyond_the_files_is_refused(tmp_path):
+    from test_mnist_data import write_split
+
+    write_split(tmp_path, "train", 120, gz=True)
+    write_split(tmp_path, "test", 30, gz=False, seed=1)
+    with pytest.raises(SystemExit) as error:
+        trainer.main(["--data-dir", str(tmp_path), "--train-size", "70000"])
+    assert "train_size 70000 exceeds the 120 training images" in _one_line(error)
+
+
+# ------------------------------------------------------------------------------------------------
+# Results files that are not what a command expects
+# ------------------------------------------------------------------------------------------------
+
+
+def _results_of(tmp_path, study, name="x.json"):
+    path = tmp_path / name
+    common.save_results(path, {"value": 1}, {"study": study})
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: _results_of(p, "gmm-vi"), "holds the results of 'gmm-vi', not of 'gmm-vae'; use "
+                                         "python -m experiments.gmm_vi"),
+    (lambda p: (p / "f.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe") and p / "f.png",
+     "is not a results file (not text"),
+    (lambda p: p, "is a folder, not a results file"),
+    (lambda p: (p / "l.json").write_text("[1, 2]") and p / "l.json",
+     "is JSON but not a results file"),
+])
+def test_a_summary_of_a_file_that_is_not_its_results_says_what_the_file_is(tmp_path, make,
+                                                                          message):
+    from experiments import gmm_vae
+
+    target = make(tmp_path)
+    with pytest.raises(SystemExit) as error:
+        gmm_vae.main([str(target)])
+    assert message in _one_line(error)
+
+
+def test_figures_refuses_a_results_file_of_another_study_under_its_name(tmp_path):
+    (tmp_path / "results").mkdir()
+    _results_of(tmp_path / "results", "seed-ideas", "gmm-vae.json")
+    with pytest.raises(SystemExit) as error:
+        main(["figures", "--out", str(tmp_path)])
+    assert "holds the results of 'seed-ideas', not of 'gmm-vae'" in _one_line(error)
+
+
+def test_figures_redraws_quick_and_full_results_alike(tmp_path, capsys):
+    class Study:  # a study whose plot says which results it drew from
+        NAME = "study"
+
+        @staticmethod
+        def plot(results, results_path, paths):
+            return [Path(results_path).name]
+
+    for stem in ("study", "study-quick"):
+        common.save_results(tmp_path / "results" / f"{stem}.json", {}, {"study": "study"})
+    cli.redraw(common.Paths(tmp_path), {"study": Study})
+    assert capsys.readouterr().out.split() == ["study.json", "study-quick.json"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Permission denied on the MNIST files
+# ------------------------------------------------------------------------------------------------
+
+
+def test_an_unreadable_mnist_file_or_folder_says_permission_denied(tmp_path, monkeypatch):
+    from experiments.mnist import data
+    from test_mnist_data import write_split
+
+    write_split(tmp_path, "train", 20, gz=True)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data.gzip, "open", denied)
+    with pytest.raises(data.MnistError, match=r"cannot read .*train-images-idx3-ubyte.gz: "
+                                              "permission denied"):
+        data.load_mnist(tmp_path, "train")
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(data.MnistError, match="cannot read the MNIST directory .*: permission "
+                                              "denied"):
+        data.load_mnist(tmp_path, "train")
+
+
+# ------------------------------------------------------------------------------------------------
+# The first run: quick runs write where nothing tracked lives; no machine paths are committed
+# ------------------------------------------------------------------------------------------------
+
+
+def test_quick_runs_write_under_a_folder_git_ignores(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "QUICK_OUT", tmp_path / "quick")
+    assert main(["cost-functions", "--quick", *TINY_COSTS]) == 0
+    assert (tmp_path / "quick" / "results" / "cost-functions-quick.json").exists()
+    if (ROOT / ".git").exists():
+        probe = "runs/quick/results/mnist-vae-quick.json"
+        ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT)
+        assert ignored.returncode == 0, f"{probe} is not ignored by git"
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+ABSOLUTE = re.compile(r'(^|[\s"=(])/[A-Za-z][A-Za-z0-9_.-]*/')
+
+
+def test_no_committed_results_file_holds_an_absolute_path():
+    files = sorted((ROOT / "results").rglob("*.json"))
+    assert files
+    for path in files:
+        found = [s for s in _strings(json.loads(path.read_text())) if ABSOLUTE.search(s)]
+        assert not found, f"{path.relative_to(ROOT)}: {found[:3]}"
+
+
+def test_the_scan_finds_an_absolute_path(tmp_path):
+    # The negative test of the scan above.
+    assert ABSOLUTE.search("python -m experiments gmm-vi --out /tmp/x")
+    assert ABSOLUTE.search("/home/user/checkpoints/run.pt")
+    assert not ABSOLUTE.search("python -m experiments gmm-vi --out .../x")
+    assert common.machine_free(str(tmp_path / "out")) == ".../out"
+    assert common.machine_free("relative/out") == "relative/out"
+
+
+# ------------------------------------------------------------------------------------------------
+# Threads
+# ------------------------------------------------------------------------------------------------
+
+
+def test_every_study_runs_on_the_threads_it_is_given(tmp_path, monkeypatch):
+    from experiments import cost_functions
+
+    seen = []
+    monkeypatch.setattr(cost_functions, "run",
+                        lambda config, paths: seen.append(torch.get_num_threads()) or {})
+    monkeypatch.setattr(cost_functions, "plot", lambda *args: [])
+    before = torch.get_num_threads()
+    main(["cost-functions", "--quick", "--out", str(tmp_path)])
+    main(["cost-functions", "--quick", "--out", str(tmp_path), "--threads", "2"])
+    assert seen == [1, 2] and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("module", ["experiments.mnist.train", "experiments.mnist.benchmark",
+                                    "experiments.benchmark_runs"])
+def test_the_trainer_and_the_benchmarks_take_threads(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "--threads" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures: the provenance stamp sits below everything the figure shows
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_provenance_stamp_never_covers_an_axis_label(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([1, 2], [3, 4])
+    ax.set_xlabel("a long x label that reaches the right edge of the figure")
+    common.save_figure(fig, common.Paths(tmp_path), "f", tmp_path / "r.json", "script.py")
+    renderer = fig.canvas.get_renderer()
+    stamp = fig.texts[-1].get_window_extent(renderer)
+    label = ax.xaxis.label.get_window_extent(renderer)
+    assert stamp.y1 <= label.y0  # wholly below the label
