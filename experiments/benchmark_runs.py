@@ -24,7 +24,7 @@ measured in the same run; no timing is asserted anywhere.
 
 from __future__ import annotations
 
-import argparse
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +183,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     from .replicated import estimator_names
 
+    os.environ.setdefault("EXPERIMENTS_NO_PROGRESS", "1")  # many short trainings: no bars
     if args.runs < 2:
         raise SystemExit(f"error: --runs must be >= 2 (a group to compare), got {args.runs}")
     if args.steps < 1 or args.threads < 0 or args.train_size < 0:

@@ -1035,7 +1035,28 @@ def summary(results: dict) -> str:
                      for g in ("encoder", "decoder")]
         lines.append(f"  {label:24s} bound {mean:8.2f} ± {se:5.2f}  "
                      f"{record['wall_seconds']:7.1f} s  " + " | ".join(parts))
+    lines += _paired(data)
     return "\n".join(lines) + "\n\n" + results_table(results)
+
+
+def _paired(data: dict) -> list[str]:
+    """Each group's final test ELBO against the best one's, run for run (run r of every group
+    has the same seed: initialisation, minibatch order, binarization), and whether the gap
+    exceeds 2 s.e."""
+    from .style import paired_difference
+
+    finals = {label: [f["test_elbo"] for f in data["runs"][label]["finals"]]
+              for label in data["labels"]}
+    if len(finals) < 2 or data.get("num_runs", 1) < 2:
+        return []
+    best = max(finals, key=lambda label: np.nanmean(finals[label]))
+    lines = [f"paired differences of the final test ELBO to {best} (the best), over "
+             f"{data['num_runs']} runs: mean ± s.e.; * beyond 2 s.e."]
+    for label, values in sorted(finals.items(), key=lambda item: -np.nanmean(item[1])):
+        if label != best:
+            mean, se, beyond = paired_difference(values, finals[best])
+            lines.append(f"  {label:24s} {mean:+8.2f} ± {se:.2f}{' *' if beyond else ''}")
+    return lines
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,8 @@ import zlib
 
 from estimators import ESTIMATORS
 
-__all__ = ["COLORS", "RC_PARAMS", "color", "rc_context", "mean_and_se", "plot_band"]
+__all__ = ["COLORS", "RC_PARAMS", "color", "rc_context", "mean_and_se", "plot_band",
+           "paired_difference"]
 
 # matplotlib's tab10 for the registry, then five of tab20b for the entries after the tenth (each
 # registry entry keeps its index, so its colour); darker hues, far from those, for any other name.
@@ -66,3 +67,18 @@ def plot_band(ax, x, runs, *, label=None, alpha=0.18, **line):
     (drawn,) = ax.plot(x, mean, label=label, **line)
     ax.fill_between(x, mean - se, mean + se, color=drawn.get_color(), alpha=alpha, linewidth=0)
     return drawn
+
+
+def paired_difference(first, second) -> tuple[float, float, bool]:
+    """(mean, s.e., beyond) of first - second over runs paired by index (run r of two
+    estimators shares its seed: its initialisation and data), ignoring pairs with a NaN;
+    ``beyond`` says whether the difference exceeds twice its standard error."""
+    import numpy as np
+
+    difference = np.asarray(first, dtype=float) - np.asarray(second, dtype=float)
+    difference = difference[~np.isnan(difference)]
+    if difference.size < 2:
+        return (float(difference.mean()) if difference.size else float("nan")), float("nan"), False
+    mean = float(difference.mean())
+    se = float(difference.std(ddof=1) / np.sqrt(difference.size))
+    return mean, se, abs(mean) > 2 * se
