@@ -41,6 +41,10 @@ def double_sided_maxwell(shape, dtype=None, device=None) -> torch.Tensor:
     return sign * radius
 
 
+# Outside any compiled graph (torch.compile): TorchInductor may reorder independent random
+# kernels, and these draws must come in the order below for a compiled pass to draw what an
+# eager one does.
+@torch.compiler.disable
 def standard_weak_derivative_pairs(shape, dtype=None, device=None, *, coupled: bool = False):
     """(4, *shape): the standardised points e of mu + sigma e for (mean +, mean -, scale +, scale -).
 
@@ -72,18 +76,24 @@ def _diagonal_gaussian(name: str, q):
     return base.loc, base.scale
 
 
+@torch.compiler.disable  # see standard_weak_derivative_pairs
+def _draws(q, num_samples: int, coupled: bool):
+    """q's samples (K, *batch, D), then the standardised pairs (4, K, *batch, D), in that order."""
+    with torch.no_grad():
+        z = q.sample((num_samples,))
+        return z, standard_weak_derivative_pairs(z.shape, z.dtype, z.device, coupled=coupled)
+
+
 def _measure_valued(name, model, q, num_samples, coupled) -> ElboEstimate:
     check_inputs(name, model, q, num_samples)
     loc, scale = _diagonal_gaussian(name, q)
-    with torch.no_grad():
-        z = q.sample((num_samples,))  # (K, *batch, D)
+    z, pairs = _draws(q, num_samples, coupled)
     log_joint = model.log_joint(z)
     check_log_joint(name, log_joint, z, q)
     elbo = (log_joint - q.log_prob(z)).mean(0)
 
     dim = z.shape[-1]
     with torch.no_grad():
-        pairs = standard_weak_derivative_pairs(z.shape, z.dtype, z.device, coupled=coupled)
         moved = loc + scale * pairs  # (4, K, *batch, D): coordinate d's new value
         # Copy d of z has its coordinate d moved: (4, D, K, *batch, D), one model call for all.
         eye = torch.eye(dim, dtype=torch.bool, device=z.device).reshape(dim, *[1] * (z.dim() - 1), dim)

@@ -142,7 +142,8 @@ def score_function_optimal(model, q, num_samples: int) -> ElboEstimate:
         params = distribution_parameters(q)
         if not params:  # nothing to differentiate: any baseline gives the same (zero) gradient
             return signal - leave_one_out(signal)
-        norms = per_sample_score_norms(log_q, params)
+        # Eager even inside torch.compile: batched autograd.grad does not trace.
+        norms = torch.compiler.disable(per_sample_score_norms)(log_q, params)
         return signal - optimal_constant(signal, norms)
 
     return _score_function("score_function_optimal", model, q, num_samples, optimal,

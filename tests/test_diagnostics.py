@@ -291,15 +291,67 @@ def test_group_summary_averages_the_snr_over_parameters_that_vary():
 
 
 def test_benchmark_prints_a_ratio_for_each_estimator(capsys):
-    argv = ["--replicates", "8", "--loop-replicates", "2", "--repeats", "1",
-            "--estimator", "pathwise", "score_function_loo"]
+    argv = ["--replicates", "8", "--loop-replicates", "2", "--repeats", "1", "--no-compile",
+            "--estimator", "pathwise", "score_function_loo", "score_function_ema"]
     assert benchmark_diagnostics.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    rows = {line.split()[0]: line.split() for line in lines[2:]}
-    assert set(rows) == {"pathwise", "score_function_loo"}
+    rows = {line.split()[0]: line.split() for line in lines[2:5]}
+    assert set(rows) == {"pathwise", "score_function_loo", "score_function_ema"}
     assert rows["pathwise"][1] == "1" and rows["score_function_loo"][1] == "2"  # K raised to 2
     for row in rows.values():
-        assert row[-1].endswith("x") and float(row[-1][:-1]) > 0
+        assert row[-1].endswith("x") and float(row[-1][:-1]) > 0  # vectorised / loop
+    assert rows["pathwise"][-3].endswith("x")  # vectorised / vmap
+    assert rows["score_function_ema"][-3] == "n/a"  # vmap cannot carry its state: said below
+    assert any(line.startswith("  score_function_ema: vmap n/a") for line in lines[5:])
+
+
+def vmap_and_replicated(name, seed):
+    """vmap(grad(...)) of the benchmark on noise drawn as replicate_gradients draws it."""
+    config = benchmark_diagnostics.Config(num_replicates=6)
+    model = benchmark_diagnostics.WithStandardPrior(
+        benchmark_diagnostics.GaussianMixtureTarget.ring(dtype=torch.float64), 2, torch.float64)
+    gradient, lam, shape = benchmark_diagnostics.vmap_gradient(name, model, config)
+    torch.manual_seed(seed)
+    replicated = replicate_gradients(
+        ESTIMATORS[name], lambda lam_r, _: (model, benchmark_diagnostics.gaussian_q(**lam_r)),
+        {n: v[0] for n, v in lam.items()}, num_replicates=6, num_samples=shape[1])
+    torch.manual_seed(seed)
+    noise = torch.randn(shape[1], shape[0], shape[2]).movedim(0, 1)  # (K, R, D), as q.sample draws
+    return gradient(lam, noise), replicated.lambda_
+
+
+def test_the_vmap_peer_computes_the_same_estimator():
+    # The peer the benchmark times is the same estimator: fed the replicated pass's noise, it
+    # gives the replicated pass's gradients; fed other noise, it does not.
+    for name in ("pathwise", "score_function", "vimco"):
+        by_vmap, replicated = vmap_and_replicated(name, seed=20)
+        for parameter, value in replicated.items():
+            torch.testing.assert_close(by_vmap[parameter], value, rtol=1e-10, atol=1e-12)
+    by_vmap, replicated = vmap_and_replicated("pathwise", seed=20)
+    torch.manual_seed(21)
+    other, _ = vmap_and_replicated("pathwise", seed=21)
+    assert not torch.allclose(other["loc"], replicated["loc"])
+
+
+def test_the_compiled_pass_gives_the_eager_numbers():
+    # Seeded alike, compile=True draws what the eager pass draws and computes the same gradients
+    # to rounding; a different seed does not. measure_valued is the hard case: draws of its own
+    # besides q's sample (made in order, outside the compiled graph), a theta-gradient and a
+    # lambda-gradient from different terms. (Compiling takes seconds, so one estimator here;
+    # the benchmark checks every estimator it times in the same way.)
+    for name in ("pathwise",):
+        passes = []
+        for compile, seed in ((False, 22), (True, 22), (True, 23)):
+            torch.manual_seed(seed)
+            passes.append(replicate_gradients(ESTIMATORS[name], build, LAMBDA, THETA,
+                                              num_replicates=5, num_samples=2, compile=compile))
+        eager, compiled, reseeded = passes
+        torch.testing.assert_close(compiled.elbo, eager.elbo, rtol=1e-12, atol=1e-12)
+        for group in ("lambda_", "theta"):
+            for parameter, value in getattr(eager, group).items():
+                torch.testing.assert_close(getattr(compiled, group)[parameter], value,
+                                           rtol=1e-10, atol=1e-12)
+        assert not torch.allclose(reseeded.lambda_["loc"], eager.lambda_["loc"]), name
 
 
 def test_benchmark_help_and_bad_input(capsys):
