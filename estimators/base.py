@@ -80,7 +80,9 @@ _VALIDATE = True
 
 
 def set_validation(enabled: bool) -> None:
-    """Turn the input checks (NaN parameters, shapes) on or off for speed-critical loops."""
+    """Turn the scans of values (NaN or infinite parameters, NaN log densities) on or off for
+    speed-critical loops: each reads a value back from the device. The checks of types and
+    shapes, which cost nothing, always run."""
     global _VALIDATE
     _VALIDATE = bool(enabled)
 
@@ -160,20 +162,28 @@ def check_inputs(
             )
     if _VALIDATE:
         for pname, tensor in _distribution_tensors(q):
-            if tensor.is_floating_point() and torch.isnan(tensor).any():
-                raise EstimatorError(f"{name}: q's parameter {pname!r} contains NaN")
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                what = "NaN" if torch.isnan(tensor).any() else "an infinite value"
+                raise EstimatorError(f"{name}: q's parameter {pname!r} contains {what}")
 
 
 def check_log_joint(name: str, log_joint: torch.Tensor, z: torch.Tensor, q: Distribution,
                     what: str = "log_joint") -> None:
-    """The model must map (S, *batch, D) samples to (S, *batch) log densities."""
+    """The model must map (S, *batch, D) samples to (S, *batch) log densities: a tensor of that
+    shape always (a cheap check); with validation on, with no NaN."""
+    if not torch.is_tensor(log_joint):
+        raise EstimatorError(f"{name}: model.{what} must return a torch tensor, got "
+                             f"{type(log_joint).__name__}")
     expected = z.shape[:-1]
-    if _VALIDATE and log_joint.shape != expected:
+    if log_joint.shape != expected:
         raise EstimatorError(
             f"{name}: model.{what} returned shape {tuple(log_joint.shape)} for samples of "
             f"shape {tuple(z.shape)}; expected (num_samples, *q.batch_shape) = "
             f"{tuple(expected)}"
         )
+    if _VALIDATE and torch.isnan(log_joint).any():
+        raise EstimatorError(f"{name}: model.{what} returned NaN for some samples; check the "
+                             "model at those z (set_validation(False) skips this scan)")
 
 
 @dataclass(frozen=True)

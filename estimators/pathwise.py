@@ -42,6 +42,11 @@ def pathwise_analytic_kl(model, q, num_samples: int) -> ElboEstimate:
     """
     name = "pathwise_analytic_kl"
     check_inputs(name, model, q, num_samples, needs_rsample=True, needs_factorised=True)
+    prior_event = getattr(model.prior, "event_shape", None)
+    if prior_event is not None and prior_event != q.event_shape:
+        raise EstimatorError(
+            f"{name}: the prior has event shape {tuple(prior_event)} and q {tuple(q.event_shape)};"
+            " the KL(q || prior) needs the same latent dimension in both")
     try:
         kl = kl_divergence(q, model.prior)
     except NotImplementedError:

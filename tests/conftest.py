@@ -17,6 +17,10 @@ from scipy import stats
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("EXPERIMENTS_NO_PROGRESS", "1")
+# The suite runs one worker per core (pytest -n auto, pyproject.toml); each worker's torch uses
+# one thread, so that workers do not wait for each other's thread pools. A test may change it;
+# the fixture below puts it back.
+torch.set_num_threads(1)
 
 # The probability that the whole suite's statistical checks reject a correct implementation.
 FALSE_POSITIVE_RATE = 1e-3

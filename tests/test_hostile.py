@@ -270,3 +270,73 @@ def test_the_provenance_stamp_never_covers_an_axis_label(tmp_path, monkeypatch):
     stamp = fig.texts[-1].get_window_extent(renderer)
     label = ax.xaxis.label.get_window_extent(renderer)
     assert stamp.y1 <= label.y0  # wholly below the label
+
+
+# ------------------------------------------------------------------------------------------------
+# The library: what validation off still checks, and what validation on catches
+# ------------------------------------------------------------------------------------------------
+
+
+def _library_q(loc=(0.1, -0.2), scale=(1.0, 0.5)):
+    from torch.distributions import Independent, Normal
+
+    return Independent(Normal(torch.tensor(loc), torch.tensor(scale)), 1)
+
+
+class _SumsOverSamples:
+    """A model whose log_joint sums over the sample dimension: the wrong shape."""
+
+    def log_joint(self, z):
+        return -0.5 * z.pow(2).sum((0, -1))
+
+
+def test_a_wrong_log_joint_shape_is_refused_even_with_validation_off():
+    from estimators import ESTIMATORS, EstimatorError, set_validation
+    from estimators.base import validation_enabled
+
+    assert validation_enabled()
+    set_validation(False)
+    try:
+        for name in ("pathwise", "score_function", "iwae"):
+            with pytest.raises(EstimatorError, match=r"returned shape \(\) for samples of shape "
+                                                     r"\(4, 2\); expected"):
+                ESTIMATORS[name](_SumsOverSamples(), _library_q(), 4)
+    finally:
+        set_validation(True)
+
+
+class _Returns:
+    def __init__(self, value):
+        self.value = value
+
+    def log_joint(self, z):
+        return self.value(z)
+
+
+@pytest.mark.parametrize("model, loc, message", [
+    (_Returns(lambda z: torch.full(z.shape[:-1], float("nan"))), (0.1, -0.2),
+     "model.log_joint returned NaN for some samples"),
+    (_Returns(lambda z: 0.0), (0.1, -0.2), "model.log_joint must return a torch tensor, got float"),
+    (_Returns(lambda z: -z.pow(2).sum(-1)), (float("inf"), 0.0),
+     "q's parameter 'base_dist.loc' contains an infinite value"),  # torch lets inf through
+])
+def test_bad_values_reaching_an_estimator_are_named_while_validation_is_on(model, loc, message):
+    from estimators import ESTIMATORS, EstimatorError
+
+    with pytest.raises(EstimatorError, match=message):
+        ESTIMATORS["pathwise"](model, _library_q(loc=loc), 3)
+
+
+def test_a_prior_of_another_dimension_than_q_is_named_by_the_analytic_kl():
+    from torch.distributions import Independent, Normal
+
+    from estimators import ESTIMATORS, EstimatorError
+
+    class Model:
+        prior = Independent(Normal(torch.zeros(3), torch.ones(3)), 1)
+
+        def log_likelihood(self, z):
+            return -z.pow(2).sum(-1)
+
+    with pytest.raises(EstimatorError, match=r"the prior has event shape \(3,\) and q \(2,\)"):
+        ESTIMATORS["pathwise_analytic_kl"](Model(), _library_q(), 2)
