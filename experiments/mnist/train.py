@@ -531,9 +531,13 @@ def main(argv=None) -> dict:
     histories = [run.history for run in result.runs]
     final = final_summary(histories, result.diverged)
     if rank == 0:
+        def rounded(value):  # the --out file keeps every digit; one run has no s.e. (null)
+            return round(value, 3) if math.isfinite(value) else None
+
+        shown = {key: {"mean": rounded(v["mean"]), "se": rounded(v["se"]), "runs": v["runs"]}
+                 for key, v in final.items()}
         print(json.dumps({"estimator": config.estimator, "mode": result.mode,
-                          "num_runs": config.num_runs, "diverged": result.diverged,
-                          **{key: value for key, value in final.items()}}))
+                          "num_runs": config.num_runs, "diverged": result.diverged, **shown}))
         if args.out is not None:
             meta = metadata(config, "mnist-train", timer.seconds, "experiments.mnist.train", argv)
             save_results(args.out, {"runs": [{"seed": run.seed, "history": run.history,
