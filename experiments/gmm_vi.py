@@ -75,7 +75,7 @@ class Config(StudyConfig):
     dim_grid: tuple = (1, 2, 5, 10, 20, 50, 100)
     # the measure-valued estimators evaluate log p at 4D points of D coordinates per sample (D^2
     # work): the dimension sweep runs them up to this D and says so
-    measure_valued_max_dim: int = 20
+    measure_valued_max_dim: int = 10
     dim_q_loc: float = 0.0  # q's mean in every coordinate
     dim_q_scale: float = 1.0  # q's standard deviation in every coordinate
     sweep_num_samples: int = 8  # K in the scale and dimension sweeps
