@@ -72,6 +72,8 @@ def test_end_to_end_an_interrupted_invocation_loses_no_finished_group(tmp_path, 
         return original(*args, **kwargs)
 
     monkeypatch.setattr(paper, "train_group", killed_at_the_third)
+    plot = paper.plot
+    monkeypatch.setattr(paper, "plot", lambda *args: [])  # drawn once, by `figures` below
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, *parts)
     err = capsys.readouterr().err
@@ -100,12 +102,11 @@ def test_end_to_end_an_interrupted_invocation_loses_no_finished_group(tmp_path, 
     table = paper.table(_results(tmp_path))
     assert "burda-iwae-k50-z50" in table and "NLL 84.78" in table and "Quick scale" in table
     assert "missed by" in table or "beaten by" in table or "matched" in table
+    # figures from the saved results and the shipped weights alone
+    monkeypatch.setattr(paper, "plot", plot)
+    assert main(["figures", "--out", str(tmp_path)]) == 0
     for name in ("kingma-welling", "burda", "samples"):
         assert (tmp_path / "figures" / f"paper-{name}-quick.png").exists(), name
-    # figures from the saved results and the shipped weights alone
-    (tmp_path / "figures" / "paper-samples-quick.png").unlink()
-    assert main(["figures", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "figures" / "paper-samples-quick.png").exists()
     # L_k from the shipped weights, no training
     key = "burda-pathwise-z50"
     assert paper.main(["evaluate", str(tmp_path / data["records"][key]["weights"]),
@@ -128,7 +129,7 @@ def test_the_estimator_comparison_probes_gradients_and_draws_them(tmp_path):
 
 def test_a_budget_stops_a_group_partway_and_the_next_invocation_goes_on(tmp_path, monkeypatch,
                                                                         capsys):
-    settings = ["--set", "parts=c", "--set", "burda_epochs=4", "--set", "partial=true"]
+    settings = ["--set", "parts=a", "--set", "images=400", "--set", "partial=true"]
     real = paper.estimate
 
     def slow(*args):  # as if each group needed far more than the budget
@@ -142,25 +143,27 @@ def test_a_budget_stops_a_group_partway_and_the_next_invocation_goes_on(tmp_path
 
     monkeypatch.setattr(paper, "estimate", slow)
     monkeypatch.setattr(paper, "train_group", out_of_time)
+    monkeypatch.setattr(paper, "plot", lambda *args: [])  # the end to end test draws them
     assert _run(tmp_path, *settings) == 0
     err = capsys.readouterr().err
     assert "partial (about" in err and "stopped at the budget" in err
     assert err.count(" later\n") == 4
     state = tmp_path / "results" / "paper-quick" / "state"
-    assert any(state.glob("pathwise-z50-*.pt"))
+    assert any(state.glob("pathwise_analytic_kl-z3-*.pt"))
     assert not _results(tmp_path)["data"]["records"]
     monkeypatch.setattr(paper, "estimate", real)
     monkeypatch.setattr(paper, "train_group", original)
     assert _run(tmp_path, *settings) == 0  # goes on from the checkpoint, then the rest
-    record = _results(tmp_path)["data"]["records"]["burda-pathwise-z50"]
+    record = _results(tmp_path)["data"]["records"]["kingma-welling-pathwise_analytic_kl-z3"]
     assert len(record["invocations"]) == 2 and not record["invocations"][0]["finished"]
-    assert record["examples_seen"] == 4 * 200
+    assert record["examples_seen"] == 400
 
 
 def test_the_ranks_of_a_torchrun_share_the_groups_and_rank_0_writes_the_results(tmp_path,
                                                                                  monkeypatch):
     monkeypatch.setattr(paper, "_barrier", lambda: None)
-    settings = ["--set", "parts=c"]
+    monkeypatch.setattr(paper, "plot", lambda *args: [])
+    settings = ["--set", "parts=a"]
     trained = {}
     original = paper.train_group
 
@@ -175,7 +178,7 @@ def test_the_ranks_of_a_torchrun_share_the_groups_and_rank_0_writes_the_results(
     assert not (tmp_path / "results" / "paper-quick.json").exists()  # rank 1 writes none
     monkeypatch.setenv("RANK", "0")
     assert _run(tmp_path, *settings) == 0
-    keys = [g.key for g in paper.groups_of(paper.Config(parts=("c",)))]
+    keys = [g.key for g in paper.groups_of(paper.Config(parts=("a",)))]
     assert trained[1] == keys[1::2] and trained[0] == keys[0::2]  # every other group each
     assert _results(tmp_path)["data"]["complete"]
 

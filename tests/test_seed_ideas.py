@@ -203,8 +203,8 @@ BIT_CONFIG = QUICK.replace(bit_steps=1500, bit_eval_points=4000)
 
 @pytest.fixture(scope="module")
 def single_bit():
-    # One group of three runs per D, as the study trains them.
-    return {dim: si.train_bit_group(BIT_CONFIG, dim, seeds=[dim + 1000 * run for run in range(3)])
+    # One group of two runs per D, as the study trains them.
+    return {dim: si.train_bit_group(BIT_CONFIG, dim, seeds=[dim + 1000 * run for run in range(2)])
             for dim in (1, 6)}
 
 
