@@ -229,11 +229,14 @@ def _compiled_one_pass(estimator, build, lambda_params, theta_params, num_replic
     lam = _replicate(lambda_params, num_replicates)
     theta = _replicate(theta_params or {}, num_replicates)
     leaves = list(lam.values()) + list(theta.values())
+    # Read before torch.compile: its first use turns torch.distributions' argument checks off
+    # for the whole process (torch._dynamo patches them); the caller's setting is put back below.
+    validating, checking_args = validation_enabled(), Distribution._validate_args
     function = compiled_pass(estimator, build, num_samples, tuple(lam), tuple(theta), options)
     if function is None:  # this estimator failed to compile before
+        Distribution.set_default_validate_args(checking_args)
         return _one_pass(estimator, build, lambda_params, theta_params, num_replicates,
                          num_samples, options)
-    validating, checking_args = validation_enabled(), Distribution._validate_args
     set_validation(False)
     Distribution.set_default_validate_args(False)
     rng = torch.get_rng_state()

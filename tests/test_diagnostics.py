@@ -352,6 +352,9 @@ def test_the_compiled_pass_gives_the_eager_numbers():
                 torch.testing.assert_close(getattr(compiled, group)[parameter], value,
                                            rtol=1e-10, atol=1e-12)
         assert not torch.allclose(reseeded.lambda_["loc"], eager.lambda_["loc"]), name
+    # ... and leaves torch.distributions' argument checks as they were (compiling turns them off)
+    with pytest.raises(ValueError):
+        Normal(torch.tensor(0.0), torch.tensor(-1.0))
 
 
 def test_benchmark_help_and_bad_input(capsys):
