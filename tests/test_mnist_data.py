@@ -293,3 +293,42 @@ def test_download_checks_md5_and_leaves_nothing_behind_on_failure(tmp_path, monk
     assert served == [data.MIRRORS[0] + "t10k-labels-idx1-ubyte.gz"]  # the others were kept
     images, labels = load_mnist(target, "test")
     assert images.shape == (3, 28, 28) and labels.shape == (3,)
+
+
+@pytest.fixture
+def real_test_split(tmp_path, monkeypatch):
+    """A copy of the published test files, re-gzipped (the MD5 verdicts kept under tmp_path)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_CHECKED", {})
+    try:
+        images, labels = load_mnist(split="test")
+    except MnistError as error:
+        pytest.skip(f"no MNIST files: {error}")
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images.numpy(), gz=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels.numpy().astype(np.uint8), gz=True)
+    return tmp_path, images
+
+
+def test_the_published_files_load_and_their_sum_is_computed_once(real_test_split, monkeypatch):
+    folder, images = real_test_split
+    calls = []
+    md5 = hashlib.md5
+    monkeypatch.setattr(data.hashlib, "md5", lambda *args: calls.append(1) or md5(*args))
+    loaded, _ = load_mnist(folder, "test")
+    assert torch.equal(loaded, images) and len(calls) == 2  # images and labels
+    load_mnist(folder, "test")
+    assert len(calls) == 2  # the verdicts are kept: the second load computes no sum
+    monkeypatch.setattr(data, "_CHECKED", {})  # a new process: the cache file remembers
+    load_mnist(folder, "test")
+    assert len(calls) == 2
+
+
+def test_one_changed_pixel_inside_a_valid_gzip_stops_the_run(real_test_split):
+    folder, images = real_test_split
+    changed = images.numpy().copy()
+    changed[1234, 14, 14] ^= 0x01  # one byte of one image; gzip's own CRC is recomputed
+    write_idx(folder / "t10k-images-idx3-ubyte", changed, gz=True)
+    with pytest.raises(MnistError, match=r"t10k-images-idx3-ubyte.gz is corrupt: the MD5 of its "
+                                         r"contents is [0-9a-f]{32}, the published file's is "
+                                         "2646ac647ad5339dbf082846283269ea"):
+        load_mnist(folder, "test")
