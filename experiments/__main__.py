@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 from . import available_studies
-from .common import (ROOT, Paths, describe_fields, load_results, metadata, save_results,
-                     seed_everything, torch_threads)
+from .common import (ROOT, Paths, check_writable, describe_fields, load_results, metadata,
+                     save_results, seed_everything, torch_threads)
 
 
 MAX_SEED = 2 ** 32 - 1
@@ -108,13 +107,9 @@ def _writable(paths: Paths) -> None:
     """Refuse, before any work, output folders that could not be written."""
     for folder in (paths.results, paths.figures):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise SystemExit(f"error: cannot create the output folder {folder} "
-                             f"({error.strerror or error}); choose another --out") from None
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise SystemExit(f"error: the output folder {folder} is not writable (permission "
-                             "denied); choose another --out")
+            check_writable(folder, "the output folder")
+        except ValueError as error:
+            raise SystemExit(f"error: {error}; choose another --out") from None
 
 
 def redraw(paths: Paths, studies) -> None:

@@ -193,6 +193,18 @@ def _jsonable(value: Any):
     return value
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and refuse, with ValueError, one that cannot be written
+    (before any work, so that nothing computed is lost for want of a place to save it)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create {what} {folder} ({error.strerror or error})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {folder} is not writable (permission denied)")
+
+
 def atomic_write(path: Path, write) -> Path:
     """Write through a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)

@@ -614,22 +614,13 @@ def summary(results: dict) -> str:
 
 
 def _paired(data: dict) -> list[str]:
-    """Each estimator's final held-out ELBO against the best one's, run for run (run r of every
-    estimator shares its initialisation and data), and whether the gap exceeds 2 s.e."""
-    from .style import paired_difference
+    """Each ELBO estimator's final held-out ELBO against the best one's, run for run (run r of
+    every estimator shares its initialisation and data)."""
+    from .style import paired_summary
 
     finals = {name: [e[-1] for e in data["runs"][name]["elbo"]] for name in data["names"]
               if data["objectives"][name] == "elbo"}
-    if len(finals) < 2 or data["num_runs"] < 2:
-        return []
-    best = max(finals, key=lambda name: np.nanmean(finals[name]))
-    lines = [f"paired differences of the final held-out ELBO to {best} (the best ELBO estimator), "
-             f"over {data['num_runs']} runs: mean ± s.e.; * beyond 2 s.e."]
-    for name, values in sorted(finals.items(), key=lambda item: -np.nanmean(item[1])):
-        if name != best:
-            mean, se, beyond = paired_difference(values, finals[best])
-            lines.append(f"  {name:24s} {mean:+.4f} ± {se:.4f}{' *' if beyond else ''}")
-    return lines
+    return paired_summary(finals, data["num_runs"], "the final held-out ELBO", digits=4)
 
 
 def main(argv=None) -> int:

@@ -1040,23 +1040,13 @@ def summary(results: dict) -> str:
 
 
 def _paired(data: dict) -> list[str]:
-    """Each group's final test ELBO against the best one's, run for run (run r of every group
-    has the same seed: initialisation, minibatch order, binarization), and whether the gap
-    exceeds 2 s.e."""
-    from .style import paired_difference
+    """Each group's final test ELBO against the best group's, run for run (run r of every group
+    has the same seed: initialisation, minibatch order, binarization)."""
+    from .style import paired_summary
 
     finals = {label: [f["test_elbo"] for f in data["runs"][label]["finals"]]
               for label in data["labels"]}
-    if len(finals) < 2 or data.get("num_runs", 1) < 2:
-        return []
-    best = max(finals, key=lambda label: np.nanmean(finals[label]))
-    lines = [f"paired differences of the final test ELBO to {best} (the best), over "
-             f"{data['num_runs']} runs: mean ± s.e.; * beyond 2 s.e."]
-    for label, values in sorted(finals.items(), key=lambda item: -np.nanmean(item[1])):
-        if label != best:
-            mean, se, beyond = paired_difference(values, finals[best])
-            lines.append(f"  {label:24s} {mean:+8.2f} ± {se:.2f}{' *' if beyond else ''}")
-    return lines
+    return paired_summary(finals, data.get("num_runs", 1), "the final test ELBO")
 
 
 def main(argv=None) -> int:

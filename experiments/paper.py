@@ -36,7 +36,6 @@ computes L_k of a group's shipped weights on the test set with no training.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -50,7 +49,7 @@ import numpy as np
 import torch
 
 from . import mnist_vae
-from .common import StudyConfig, atomic_write, progress, save_figure
+from .common import StudyConfig, _device_name, _jsonable, atomic_write, progress, save_figure
 from .replicated import NVIL
 
 NAME = "paper"
@@ -439,18 +438,6 @@ def train_group(group: Group, config: Config, paths, folders: Folders, data: dic
     return True
 
 
-def _jsonable(value):
-    from .common import _jsonable as convert
-
-    return convert(value)
-
-
-def _device_name(device: str) -> str:
-    from .common import _device_name as name
-
-    return name(device)
-
-
 def _ship_weights(group: Group, config: Config, study, folders: Folders, record: dict) -> Path:
     """Each run's final network, float32, no optimiser state: what figures and L_k need."""
     from .mnist.checkpoint import load_checkpoint
@@ -515,8 +502,8 @@ def verdict(ours: float, se: float, published: float, higher_is_better: bool) ->
 
 def table(results: dict) -> str:
     """Every finished group beside its published number, as Markdown."""
-    data, meta = results["data"], results["metadata"]
-    lines = [f"| part | group | runs | images per run | test ELBO | NLL = −L_{{k}} | published "
+    data = results["data"]
+    lines = ["| part | group | runs | images per run | test ELBO | NLL = −L_k | published "
              "| verdict | device | wall time | command |", "|---|---|---|---|---|---|---|---|---|"
              "---|---|"]
     for key in data["groups"]:
@@ -554,7 +541,7 @@ def table(results: dict) -> str:
         lines.append("")
         lines.append("**Quick scale** (a few hundred images per group, CPU): these numbers "
                      "exercise the programme; they are not comparable with the published ones.")
-    return "\n".join(lines).replace("{k}", "k")
+    return "\n".join(lines)
 
 
 def _parts_of(key: str, data: dict) -> list[str]:

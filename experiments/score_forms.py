@@ -28,7 +28,6 @@ Exact curves are one-dimensional integrals (:func:`experiments.quadrature.score_
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -733,9 +733,9 @@ def _plot_autoencoders(plt, data):
     linear_curve = np.asarray(curve_part["linear_curve"])
     nonlinear_curve = np.asarray(curve_part["nonlinear_curve"])
     ax.plot(linear_curve[:, 0], linear_curve[:, 1], color="#1b9e77", linewidth=2.2,
-            label=f"linear AE (run 0): the arc's reconstruction")
+            label="linear AE (run 0): the arc's reconstruction")
     ax.plot(nonlinear_curve[:, 0], nonlinear_curve[:, 1], color="#d95f02", linewidth=2.2,
-            label=f"tanh AE (run 0): the arc's reconstruction")
+            label="tanh AE (run 0): the arc's reconstruction")
     ax.set_aspect("equal")
     ax.set_xlabel("x₁")
     ax.set_ylabel("x₂")

@@ -7,7 +7,7 @@ import zlib
 from estimators import ESTIMATORS
 
 __all__ = ["COLORS", "RC_PARAMS", "color", "rc_context", "mean_and_se", "plot_band",
-           "paired_difference"]
+           "paired_difference", "paired_summary"]
 
 # matplotlib's tab10 for the registry, then five of tab20b for the entries after the tenth (each
 # registry entry keeps its index, so its colour); darker hues, far from those, for any other name.
@@ -82,3 +82,22 @@ def paired_difference(first, second) -> tuple[float, float, bool]:
     mean = float(difference.mean())
     se = float(difference.std(ddof=1) / np.sqrt(difference.size))
     return mean, se, abs(mean) > 2 * se
+
+
+def paired_summary(finals: dict, runs: int, what: str, width: int = 24, digits: int = 2) -> list:
+    """Lines saying how far each entry of ``finals`` (name -> one final number per run, run r of
+    each entry sharing its seed) trails the best one, run for run: mean ± s.e. of the paired
+    differences, starred where they exceed 2 s.e. Empty with one entry or one run."""
+    import numpy as np
+
+    if len(finals) < 2 or runs < 2:
+        return []
+    best = max(finals, key=lambda name: np.nanmean(finals[name]))
+    lines = [f"paired differences of {what} to {best} (the best), over {runs} runs: "
+             "mean ± s.e.; * beyond 2 s.e."]
+    for name, values in sorted(finals.items(), key=lambda item: -np.nanmean(item[1])):
+        if name != best:
+            mean, se, beyond = paired_difference(values, finals[best])
+            lines.append(f"  {name:{width}s} {mean:+.{digits}f} ± {se:.{digits}f}"
+                         + (" *" if beyond else ""))
+    return lines

@@ -130,9 +130,9 @@ def test_end_to_end_every_series_every_figure_the_table_and_a_redraw(tmp_path, m
         assert not Path(run["checkpoint"]).is_absolute()
         for probe in run["probes"]:
             assert len(probe["runs"]) == 2  # each run probed with its own estimator
-            for stats in [probe["stats"][label], *probe["runs"]]:
+            for measured in [probe["stats"][label], *probe["runs"]]:
                 for group in ("encoder", "decoder"):
-                    assert stats[group]["total_variance"] > 0
+                    assert measured[group]["total_variance"] > 0
             assert probe["runs"][0] == probe["stats"][label]
     # The first run's parameters are probed with every estimator that needs no learned baseline.
     shared = data["runs"][labels[0]]["probes"]

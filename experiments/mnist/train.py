@@ -42,7 +42,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,7 @@ from torch.distributions import Distribution
 from estimators import EmaBaseline
 from estimators.base import set_validation, validation_enabled
 
-from ..common import Timer, metadata, progress, save_results, torch_threads
+from ..common import Timer, check_writable, metadata, progress, save_results, torch_threads
 from .checkpoint import CheckpointError, load_checkpoint, remove_stale, save_checkpoint
 from .config import DTYPES, TrainConfig
 from .data import DeviceDataset, MnistError, load_mnist
@@ -184,13 +183,9 @@ def _resolve_device(name: str, world: int) -> torch.device:
 def _writable_checkpoint(path: Path) -> None:
     """Refuse, before any work, a checkpoint that could not be written."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"cannot create the checkpoint folder {path.parent} "
-                         f"({error.strerror or error}); choose another --checkpoint") from None
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise ValueError(f"the checkpoint folder {path.parent} is not writable (permission "
-                         "denied); choose another --checkpoint")
+        check_writable(path.parent, "the checkpoint folder")
+    except ValueError as error:
+        raise ValueError(f"{error}; choose another --checkpoint") from None
 
 
 def _load_data(config: TrainConfig, train_data, test_images, device, dtype):
@@ -549,14 +544,7 @@ def main(argv=None) -> dict:
 
 def _writable_out(path: Path) -> None:
     """Refuse, before training, a results file that could not be written."""
-    folder = Path(path).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"cannot create the folder of --out {path} "
-                         f"({error.strerror or error})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"the folder of --out {path} is not writable (permission denied)")
+    check_writable(Path(path).parent, "the folder of --out")
 
 
 if __name__ == "__main__":
