@@ -863,7 +863,7 @@ def summary(results: dict) -> str:
     def both(values):
         values = np.asarray(values)
         se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-        return f"{values.mean():.4f} ± {se:.4f}"
+        return f"{values.mean():.4f} ± {se:.2g}"
 
     lines.append(f"           arc, test squared error per point (mean ± s.e. over "
                  f"{part['runs']} runs): PCA {part['pca_mse']:.4f}, linear AE "
@@ -875,7 +875,7 @@ def summary(results: dict) -> str:
     dims = np.asarray(part["dim"])
     for d, seed, r, rs, k, ks in zip(part["dim"], part["seed"], part["reconstruction"],
                                      part["reconstruction_se"], part["kl"], part["kl_se"]):
-        lines.append(f"  D={d:<3d} run {seed}  {r:8.4f} ± {rs:.4f}   {k:8.4f} ± {ks:.4f}")
+        lines.append(f"  D={d:<3d} run {seed}  {r:8.4f} ± {rs:.2g}   {k:8.4f} ± {ks:.2g}")
     for d in part["dims"]:
         chosen = dims == d
         lines.append(f"  D={d:<3d} mean   {both(np.asarray(part['reconstruction'])[chosen])}"
