@@ -75,8 +75,8 @@ class Config(StudyConfig):
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(quick=True, runs=3, steps=400, eval_every=50, eval_points=1024,
-                   diagnostic_fractions=(0.0, 0.25, 1.0), num_replicates=64,
+        return cls(quick=True, runs=3, steps=250, eval_every=25, eval_points=1024,
+                   diagnostic_fractions=(0.0, 1.0), num_replicates=32,
                    likelihood_num_samples=64, grid_size=50, density_prior_samples=2048,
                    latent_points=500)
 
