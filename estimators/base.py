@@ -207,6 +207,13 @@ class Estimator:
     # Draws random variates of its own besides q's samples, from torch's global stream: giving q
     # its noise (NormalWithNoise) does not fix the estimate.
     extra_randomness: bool = False
+    # The kinds of q it takes (estimators.discrete.q_kind): "continuous" (a real-valued q: the
+    # Gaussian, the families of seed section 6), "bernoulli", "categorical", "mixture". Code that
+    # iterates the registry with a Gaussian q keeps the entries whose q_kinds hold "continuous".
+    q_kinds: tuple = ("continuous",)
+    # A relaxation: q must carry logits (a Bernoulli or one-hot categorical q), and log p(x, z)
+    # must be defined and differentiable at relaxed z (in [0, 1], on the simplex).
+    needs_logits: bool = False
     options: dict = field(default_factory=dict, repr=False)
 
     def __call__(self, model, q, num_samples: int, **options) -> ElboEstimate:

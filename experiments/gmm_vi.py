@@ -23,8 +23,13 @@ is (loc, log_scale). Four parts:
    exact ELBO of every iterate by quadrature: the gap to the best Gaussian (found with exact
    gradients) against steps and against wall-clock time.
 3. A mixture q whose component choice is discrete, and the gradient with respect to its logits:
-   the score function of the registry on the augmented latent (c, z), the Gumbel-softmax
-   relaxation (biased, more so as the temperature grows), and exact enumeration over components.
+   the score function of the registry on the augmented latent (c, z), and the registry's
+   estimators of a discrete choice on q = MixtureSameFamily: the Gumbel-softmax relaxation
+   (biased, more so as the temperature grows) and exact enumeration over components.
+
+Parts 1 and 2 run every registry entry that takes a continuous q (``Estimator.q_kinds``); the
+estimators of discrete latents only (enumeration, the relaxations, REBAR, RELAX, ARM, DisARM)
+cannot take a Gaussian q, and part 3 and the ``discrete`` study measure them.
 
 All Monte Carlo statistics come from :func:`estimators.diagnostics.replicate_gradients`: R
 independent gradient estimates in one vectorised pass, with standard errors.
@@ -39,10 +44,9 @@ import numpy as np
 import torch
 from scipy import optimize
 from torch.distributions import (Categorical, Distribution, Independent, MixtureSameFamily,
-                                 Normal, RelaxedOneHotCategorical, constraints)
+                                 Normal, constraints)
 
 from estimators import ESTIMATORS, EmaBaseline
-from estimators.base import ElboEstimate, check_inputs, check_log_joint
 from estimators.diagnostics import gradient_statistics, replicate_gradients
 from estimators.targets import GaussianMixtureTarget, WithStandardPrior
 
@@ -205,6 +209,12 @@ class ComponentAndPoint(Distribution):
         return ComponentAndPoint(self.logits.detach(), self.locs.detach(), self.scales.detach())
 
 
+def mixture_q(logits, locs, scales) -> MixtureSameFamily:
+    """q(z) = sum_c pi_c N(z; locs_c, diag scales_c^2), the marginal of :class:`ComponentAndPoint`:
+    the form the registry's estimators of a discrete choice (enumeration, gumbel_softmax) take."""
+    return MixtureSameFamily(Categorical(logits=logits), Independent(Normal(locs, scales), 1))
+
+
 class AugmentedTarget:
     """p(z) r(c | z) with r = q(c | z) at q's current parameters, held fixed.
 
@@ -221,47 +231,6 @@ class AugmentedTarget:
         point = value[..., 1:]
         posterior = self.q_fixed.log_prob(value) - self.q_fixed.marginal.log_prob(point)
         return self.target.log_joint(point) + posterior
-
-
-def enumeration(model, q: ComponentAndPoint, num_samples: int) -> ElboEstimate:
-    """Exact sum over the discrete choice, reparameterized within each component.
-
-    Approximates:  the gradient of E_{q(z)}[log p(z) - log q(z)], q(z) = sum_c pi_c q_c(z)
-    With:          sum_c pi_c (1/K) sum_k grad [log p(g_c(e_ck)) - log q(g_c(e_ck))], g_c the
-                   reparameterization of component c: C x K model evaluations
-    Requires:      rsample-able components; the number of components small. Unbiased.
-    """
-    check_inputs("enumeration", model, q, num_samples)
-    components = q.components
-    points = components.rsample((num_samples,))  # (K, *batch, C, D)
-    moved = points.movedim(-2, 0)  # (C, K, *batch, D): each component's samples
-    log_joint = model.log_joint(moved)
-    signal = log_joint - q.marginal.log_prob(moved)  # (C, K, *batch)
-    weights = torch.softmax(q.logits, -1).movedim(-1, 0)  # (C, *batch)
-    elbo = (weights * signal.mean(1)).sum(0)
-    return ElboEstimate(elbo, elbo)
-
-
-def gumbel_softmax(model, q: ComponentAndPoint, num_samples: int, *,
-                   temperature: float) -> ElboEstimate:
-    """The Gumbel-softmax (concrete) relaxation of the component choice.
-
-    Approximates:  the gradient of E_{q(z)}[log p(z) - log q(z)]; biased for temperature > 0
-    With:          w ~ RelaxedOneHotCategorical(temperature, logits) (reparameterized),
-                   z = sum_c w_c g_c(e_c), mean_k grad [log p(z_k) - log q(z_k)]
-    Requires:      rsample-able components. The relaxed z does not follow q, so the estimate is
-                   biased; the bias vanishes as the temperature goes to 0 while the variance grows.
-    References:    Jang, Gu & Poole 2017; Maddison, Mnih & Teh 2017.
-    """
-    check_inputs("gumbel_softmax", model, q, num_samples)
-    weights = RelaxedOneHotCategorical(torch.tensor(temperature, dtype=q.logits.dtype),
-                                       logits=q.logits).rsample((num_samples,))  # (K, *batch, C)
-    points = q.components.rsample((num_samples,))  # (K, *batch, C, D)
-    z = (weights.unsqueeze(-1) * points).sum(-2)
-    log_joint = model.log_joint(z)
-    check_log_joint("gumbel_softmax", log_joint, z, q)
-    elbo = (log_joint - q.marginal.log_prob(z)).mean(0)
-    return ElboEstimate(elbo, elbo)
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,8 +290,14 @@ def summarise(grads: torch.Tensor, exact: torch.Tensor) -> dict:
     }
 
 
+# The registry entries that take a Gaussian q: the estimators of discrete latents only (q_kinds
+# without "continuous") are left out of parts 1 and 2, and measured in part 3 and by the discrete
+# study.
+GAUSSIAN = [n for n, e in ESTIMATORS.items() if "continuous" in e.q_kinds]
+
+
 def _estimator_names(num_samples: int) -> list[str]:
-    return [n for n, e in ESTIMATORS.items() if num_samples >= e.min_samples]
+    return [n for n in GAUSSIAN if num_samples >= ESTIMATORS[n].min_samples]
 
 
 def samples_sweep(config: Config) -> dict:
@@ -332,7 +307,7 @@ def samples_sweep(config: Config) -> dict:
     log_scale = torch.full_like(loc, math.log(config.ring_q_scale))
     exact = gaussian_elbo(target.log_joint, loc, log_scale)
     exact_grad = torch.cat([exact.loc, exact.log_scale])
-    rows = {name: {"num_samples": []} for name in ESTIMATORS}
+    rows = {name: {"num_samples": []} for name in GAUSSIAN}
     reference = {"num_samples": [], "gap": [], "gap_se": [], "dreg_z": [], "vimco_z": []}
     jobs = [(k, n) for k in config.samples_grid for n in _estimator_names(k)]
     for num_samples, name in progress(jobs, desc="gmm-vi: K sweep"):
@@ -487,8 +462,10 @@ def discrete(config: Config) -> dict:
 
     def measure(estimator, augmented: bool, **options) -> dict:
         def build(lam, theta):
+            if not augmented:  # the registry's estimators of a discrete choice
+                return target, mixture_q(lam["logits"], lam["locs"], lam["log_scales"].exp())
             q = ComponentAndPoint(lam["logits"], lam["locs"], lam["log_scales"].exp())
-            return (AugmentedTarget(target, q.detached()) if augmented else target), q
+            return AugmentedTarget(target, q.detached()), q
 
         grads = replicate_gradients(estimator, build, params, num_replicates=config.num_replicates,
                                     num_samples=config.discrete_num_samples, **options)
@@ -499,10 +476,10 @@ def discrete(config: Config) -> dict:
 
     methods = {name: measure(ESTIMATORS[name], True)
                for name in ("score_function", "score_function_loo")}
-    methods["enumeration"] = measure(enumeration, False)
+    methods["enumeration"] = measure(ESTIMATORS["enumeration"], False)
     relaxed = {"temperature": []}
     for temperature in progress(config.temperatures, desc="gmm-vi: Gumbel-softmax"):
-        row = measure(gumbel_softmax, False, temperature=temperature)
+        row = measure(ESTIMATORS["gumbel_softmax"], False, temperature=temperature)
         relaxed["temperature"].append(temperature)
         for key, value in row.items():
             relaxed.setdefault(key, []).append(value)
@@ -553,8 +530,8 @@ def validate(config: Config) -> None:
 def run(config: Config, paths) -> dict:
     validate(config)
     return {
-        "estimators": list(ESTIMATORS),
-        "objectives": {name: e.objective for name, e in ESTIMATORS.items()},
+        "estimators": list(GAUSSIAN),
+        "objectives": {name: ESTIMATORS[name].objective for name in GAUSSIAN},
         "samples": samples_sweep(config),
         "scale": scale_sweep(config),
         "dimension": dimension_sweep(config),

@@ -9,11 +9,14 @@ from estimators import ESTIMATORS
 __all__ = ["COLORS", "RC_PARAMS", "color", "rc_context", "mean_and_se", "plot_band",
            "paired_difference", "paired_summary"]
 
-# matplotlib's tab10 for the registry, then five of tab20b for the entries after the tenth (each
-# registry entry keeps its index, so its colour); darker hues, far from those, for any other name.
+# matplotlib's tab10 for the registry, then five of tab20b for the entries after the tenth, then
+# seven more of tab20b and tab20c for the estimators of discrete latents (each registry entry
+# keeps its index, so its colour); darker hues, far from those, for any other name.
 _REGISTRY_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                      "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-                     "#393b79", "#637939", "#843c39", "#b5cf6b", "#d6616b"]
+                     "#393b79", "#637939", "#843c39", "#b5cf6b", "#d6616b",
+                     "#e7ba52", "#6b6ecf", "#ce6dbd", "#3182bd", "#31a354",
+                     "#fd8d3c", "#756bb1"]
 _EXTRA_PALETTE = ["#000080", "#008080", "#800000", "#4b0082", "#daa520", "#2f4f4f",
                   "#ff1493", "#00ced1", "#a0522d", "#000000"]
 
