@@ -80,7 +80,7 @@ class Config(StudyConfig):
 
     protocol: str = "kingma-welling"  # "kingma-welling" (Kingma & Welling 2014) or "burda" (Burda et al. 2016)
     latent: int = 0  # latent units (0: the protocol's, 20 or 50; Kingma & Welling: 3, 5, 10, 20, 200)
-    estimators: tuple = ("pathwise_analytic_kl", "pathwise", "stl", "score_function", "score_function_loo:2", NVIL, "iwae:5")  # groups: NAME or NAME:K (K samples per image); the first group's first run gives the pictures
+    estimators: tuple = ("pathwise_analytic_kl", "pathwise", "stl", "score_function", "score_function_loo:2", NVIL, "iwae:5", "vimco:5")  # groups: NAME or NAME:K (K samples per image); the first group's first run gives the pictures
     runs: int = 5  # independent training runs of each estimator, trained as one group (seeds seed .. seed + runs - 1)
     num_samples: int = 1  # K of every run that does not name its own
     batch_size: int = 0  # images per step (0: the protocol's, 100 or 20)

@@ -7,9 +7,10 @@ one (:func:`experiments.mnist_vae.train_group`, :mod:`experiments.mnist.train`):
   3, 5, 10, 20 and 200, ``pathwise_analytic_kl``; the test bound against training images seen
   beside the digitised published AEVB curves, up to ``images`` images per run;
 - (b) the estimator comparison at Kingma & Welling's scale (latent 20): ``pathwise_analytic_kl``,
-  ``pathwise``, ``stl``, ``score_function``, ``score_function_loo:2``, NVIL, ``iwae:5`` and
-  ``dreg:5``, with the encoder and decoder gradient variance and SNR probed during training (every
-  estimator on run 0 of the first group, each estimator on each of its own runs);
+  ``pathwise``, ``stl``, ``score_function``, ``score_function_loo:2``, NVIL, ``iwae:5``,
+  ``dreg:5`` and ``vimco:5`` (the score-function estimator of the same 5-sample bound), with
+  the encoder and decoder gradient variance and SNR probed during training (every estimator on
+  run 0 of the first group, each estimator on each of its own runs);
 - (c) Burda et al. 2016, Table 1, one stochastic layer: 784-200-200-50, batch 20, Adam on the
   3^i schedule (3280 passes), VAE k = 1 (``pathwise``), IWAE k = 5 and 50, DReG k = 5 and 50;
   the test NLL by L_5000 on all 10,000 test images.
@@ -64,7 +65,7 @@ PARTS = {
           "protocol": "kingma-welling",
           "groups": [(label, 20) for label in ("pathwise_analytic_kl", "pathwise", "stl",
                                                 "score_function", "score_function_loo:2", NVIL,
-                                                "iwae:5", "dreg:5")]},
+                                                "iwae:5", "dreg:5", "vimco:5")]},
     "c": {"title": "Burda et al. 2016, Table 1 (one stochastic layer)", "protocol": "burda",
           "groups": [(label, 50) for label in ("pathwise", "iwae:5", "iwae:50", "dreg:5",
                                                 "dreg:50")]},

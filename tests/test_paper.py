@@ -36,7 +36,7 @@ def _results(tmp_path):
 def test_the_groups_of_each_part_and_a_group_shared_by_two():
     config = paper.Config()
     keys = [g.key for g in paper.groups_of(config)]
-    assert len(keys) == len(set(keys)) == 5 + 8 + 5 - 1  # (a) and (b) share latent 20
+    assert len(keys) == len(set(keys)) == 5 + 9 + 5 - 1  # (a) and (b) share latent 20
     shared = [g for g in paper.groups_of(config) if g.parts == ("a", "b")]
     assert [g.key for g in shared] == ["kingma-welling-pathwise_analytic_kl-z20"]
     burda = paper.study_config(config, paper.groups_of(config.replace(parts=("c",)))[0])
