@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from . import available_studies
-from .common import (ROOT, Paths, check_writable, describe_fields, load_results, metadata,
-                     save_results, seed_everything, torch_threads)
+from .common import (ROOT, Paths, announce_figures, check_writable, describe_fields,
+                     load_results, metadata, save_results, seed_everything, torch_threads)
 
 
 MAX_SEED = 2 ** 32 - 1
@@ -96,11 +96,11 @@ def run_study(module, config, paths: Paths) -> list[Path]:
     meta = metadata(config, module.NAME, time.perf_counter() - started)
     results_path = paths.results_file(module.NAME + ("-quick" if config.quick else ""))
     save_results(results_path, data, meta)
-    figures = module.plot(load_results(results_path, module.NAME), results_path, paths)
-    print(f"{module.NAME}: {meta['wall_seconds']:.1f} s; results {results_path}")
-    for figure in figures:
-        print(f"  figure {figure}")
-    return figures
+    # Said before drawing, which takes seconds for the larger studies.
+    print(f"{module.NAME}: {meta['wall_seconds']:.1f} s; results {results_path}; drawing the "
+          "figures", flush=True)
+    with announce_figures(lambda figure: print(f"  figure {figure}", flush=True)):
+        return module.plot(load_results(results_path, module.NAME), results_path, paths)
 
 
 def _writable(paths: Paths) -> None:
@@ -120,6 +120,8 @@ def redraw(paths: Paths, studies) -> None:
         for results_path in (paths.results_file(name), paths.results_file(name + "-quick")):
             if not results_path.exists():
                 continue
+            print(f"{name}: drawing the figures of {results_path.name}", file=sys.stderr,
+                  flush=True)
             for figure in module.plot(load_results(results_path, name), results_path, paths):
                 print(figure)
                 drawn += 1

@@ -268,6 +268,20 @@ def load_results(path: Path, study: str | None = None) -> dict:
     return results
 
 
+_FIGURE_LISTENERS: list = []
+
+
+@contextmanager
+def announce_figures(report):
+    """Call ``report(path)`` inside the block as each figure file is written (progress while a
+    study draws: its figures take seconds)."""
+    _FIGURE_LISTENERS.append(report)
+    try:
+        yield
+    finally:
+        _FIGURE_LISTENERS.remove(report)
+
+
 def save_figure(fig, paths: Paths, name: str, results_path: Path, script: str) -> list[Path]:
     """Save ``fig`` as PNG and PDF under figures/, with a footnote naming what produced it.
 
@@ -292,6 +306,8 @@ def save_figure(fig, paths: Paths, name: str, results_path: Path, script: str) -
         atomic_write(target, lambda tmp, s=suffix, m=metadata: fig.savefig(
             tmp, format=s, dpi=150, bbox_inches="tight", metadata=m))
         written.append(target)
+        for report in _FIGURE_LISTENERS:
+            report(target)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -527,17 +527,21 @@ def validate(config: Config) -> None:
             raise SystemExit(f"error: gmm-vi: {message}")
 
 
+PARTS = {"samples": samples_sweep, "scale": scale_sweep, "dimension": dimension_sweep,
+         "fit": fit, "discrete": discrete}
+
+
 def run(config: Config, paths) -> dict:
     validate(config)
-    return {
-        "estimators": list(GAUSSIAN),
-        "objectives": {name: ESTIMATORS[name].objective for name in GAUSSIAN},
-        "samples": samples_sweep(config),
-        "scale": scale_sweep(config),
-        "dimension": dimension_sweep(config),
-        "fit": fit(config),
-        "discrete": discrete(config),
-    }
+    data = {"estimators": list(GAUSSIAN),
+            "objectives": {name: ESTIMATORS[name].objective for name in GAUSSIAN}}
+    # One bar over the parts, shown before the first part's exact gradients by cubature (several
+    # seconds with no inner bar yet), then each part's own bar below it.
+    bar = progress(PARTS.items(), desc="gmm-vi: parts", total=len(PARTS), leave=True)
+    for name, part in bar:
+        bar.set_postfix_str(name)
+        data[name] = part(config)
+    return data
 
 
 # --------------------------------------------------------------------------------------------

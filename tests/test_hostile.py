@@ -151,6 +151,65 @@ def test_figures_redraws_quick_and_full_results_alike(tmp_path, capsys):
     assert capsys.readouterr().out.split() == ["study.json", "study-quick.json"]
 
 
+def test_a_study_says_it_is_drawing_before_its_figures_take_their_seconds(tmp_path, capsys):
+    # Drawing gmm-vi's five figures took 10 s after its last bar, in silence; the results line
+    # (and that drawing has begun) now comes before.
+    from experiments import cost_functions
+
+    seen = []
+
+    class Study:
+        NAME = "study"
+
+        @staticmethod
+        def run(config, paths):
+            return {}
+
+        @staticmethod
+        def plot(results, results_path, paths):
+            import matplotlib.pyplot as plt
+
+            seen.append(capsys.readouterr().out)
+            written = []
+            for name in ("one", "two"):
+                written += common.save_figure(plt.figure(), paths, name, results_path, "study.py")
+                seen.append(capsys.readouterr().out)  # each figure named as soon as written
+            return written
+
+    config = cost_functions.Config.quick()
+    cli.run_study(Study, config, common.Paths(tmp_path))
+    assert "study:" in seen[0] and "drawing the figures" in seen[0]
+    assert "figure" in seen[1] and "one-quick.png" in seen[1] and "two" not in seen[1]
+    assert "two-quick.pdf" in seen[2]
+
+
+def test_gmm_vi_shows_a_bar_before_its_first_exact_gradient(monkeypatch):
+    # gmm-vi --quick printed nothing for its first seconds: the ring's exact gradient by cubature
+    # ran before any bar. A bar over the parts now opens before any part starts.
+    from experiments import gmm_vi
+
+    events = []
+
+    class Bar:
+        def __init__(self, iterable, desc="", **kwargs):
+            events.append(("bar", desc))
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix_str(self, text):
+            pass
+
+    monkeypatch.setattr(gmm_vi, "progress", Bar)
+    monkeypatch.setattr(gmm_vi, "PARTS", {name: (lambda config, name=name: events.append(
+        ("part", name)) or {}) for name in gmm_vi.PARTS})
+    data = gmm_vi.run(gmm_vi.Config.quick(), None)
+    assert events[0] == ("bar", "gmm-vi: parts")
+    assert [e[1] for e in events[1:]] == ["samples", "scale", "dimension", "fit", "discrete"]
+    assert set(data) >= {"samples", "scale", "dimension", "fit", "discrete"}
+
+
 # ------------------------------------------------------------------------------------------------
 # Permission denied on the MNIST files
 # ------------------------------------------------------------------------------------------------
