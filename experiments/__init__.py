@@ -13,6 +13,7 @@ STUDIES = {
     "gmm-vae": "experiments.gmm_vae",
     "seed-ideas": "experiments.seed_ideas",
     "mnist-vae": "experiments.mnist_vae",
+    "discrete": "experiments.discrete",
     "paper": "experiments.paper",
 }
 
