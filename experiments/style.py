@@ -15,7 +15,7 @@ __all__ = ["COLORS", "RC_PARAMS", "color", "rc_context", "mean_and_se", "plot_ba
 _REGISTRY_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                      "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
                      "#393b79", "#637939", "#843c39", "#b5cf6b", "#d6616b",
-                     "#e7ba52", "#6b6ecf", "#ce6dbd", "#3182bd", "#31a354",
+                     "#e7ba52", "#6b6ecf", "#ce6dbd", "#8c6d31", "#000000",
                      "#fd8d3c", "#756bb1"]
 _EXTRA_PALETTE = ["#000080", "#008080", "#800000", "#4b0082", "#daa520", "#2f4f4f",
                   "#ff1493", "#00ced1", "#a0522d", "#000000"]
