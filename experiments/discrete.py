@@ -799,7 +799,8 @@ def _plot_toy(toy: dict, results_path, paths) -> list:
                                          linewidth=1.1, label=name)
             axes[0, column].set_title(_toy_title(part))
             axes[0, column].set_ylabel("P(the optimum)")
-            axes[0, column].set_ylim(0, 1)
+            # the Bernoulli toy starts at 1/2, the categorical at 1/C
+            axes[0, column].set_ylim(0, 1 if part["kind"] == BERNOULLI else None)
             axes[1, column].set_yscale("log")
             axes[1, column].set_ylabel(f"total variance at the run's θ (K = {K})")
             for ax in axes[:, column]:
