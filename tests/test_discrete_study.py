@@ -239,3 +239,7 @@ def test_end_to_end_results_figures_summary_and_a_redraw(tmp_path, capsys):
     assert d.main([str(path)]) == 0
     printed = capsys.readouterr().out
     assert "Bernoulli, t = 0.45" in printed and "disarm" in printed
+    if "sbn" in parts:  # our training ELBO beside the published one, for relax (run) only
+        relax = [line for line in printed.splitlines() if "published" in line and "relax" in line]
+        assert len(relax) == 1 and "linear" in relax[0] and "not run" not in relax[0]
+        assert f"{d.PUBLISHED['values']['linear']['relax']:8.2f}" in relax[0]
