@@ -593,6 +593,17 @@ def _bias_panel(ax, rows: dict, key: str, objectives: dict, exact_label: str,
     ax.set_ylabel(f"bias of {exact_label}, mean − exact (±1 s.e.)\n{what}")
 
 
+def _bias_panels(axes, rows: dict, key: str, objectives: dict, exact_label: str,
+                 xlabel: str) -> None:
+    """Panels (a) and (b) of a sweep: the ELBO's estimators, then the K-sample bound's."""
+    _bias_panel(axes[0], rows, key, objectives, exact_label)
+    _bias_panel(axes[1], rows, key, objectives, exact_label, objective="iwae")
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+    axes[0].set_title("(a) ELBO estimators: bias against the exact gradient", fontsize=10)
+    axes[1].set_title("(b) K-sample bound estimators: gap to it", fontsize=10)
+
+
 def _variance_panel(ax, rows: dict, key: str, objectives: dict, times_key: bool = False) -> None:
     names = list(rows)
     for index, name in enumerate(names):
@@ -668,12 +679,7 @@ def plot(results: dict, results_path, paths) -> list:
     part = data["scale"]
     rows = part["estimators"]
     fig, axes = _figure(plt, 3, 15)
-    _bias_panel(axes[0], rows, "scale", objectives, "∂ELBO/∂loc")
-    _bias_panel(axes[1], rows, "scale", objectives, "∂ELBO/∂loc", objective="iwae")
-    for ax in axes[:2]:
-        ax.set_xlabel("standard deviation of q")
-    axes[0].set_title("(a) ELBO estimators: bias against the exact gradient", fontsize=10)
-    axes[1].set_title("(b) K-sample bound estimators: gap to it", fontsize=10)
+    _bias_panels(axes[:2], rows, "scale", objectives, "∂ELBO/∂loc", "standard deviation of q")
     _variance_panel(axes[2], rows, "scale", objectives)
     axes[2].set_xlabel("standard deviation of q")
     axes[2].set_ylabel("total variance of the λ-gradient (±1 s.e.)")
@@ -687,12 +693,7 @@ def plot(results: dict, results_path, paths) -> list:
     part = data["dimension"]
     rows = part["estimators"]
     fig, axes = _figure(plt, 3, 15)
-    _bias_panel(axes[0], rows, "dim", objectives, "∂ELBO/∂loc₁")
-    _bias_panel(axes[1], rows, "dim", objectives, "∂ELBO/∂loc₁", objective="iwae")
-    for ax in axes[:2]:
-        ax.set_xlabel("dimension D")
-    axes[0].set_title("(a) ELBO estimators: bias against the exact gradient", fontsize=10)
-    axes[1].set_title("(b) K-sample bound estimators: gap to it", fontsize=10)
+    _bias_panels(axes[:2], rows, "dim", objectives, "∂ELBO/∂loc₁", "dimension D")
     _variance_panel(axes[2], rows, "dim", objectives)
     dims = np.array(sorted({d for r in rows.values() for d in r["dim"]}), float)
     # Guides through the first point of: pathwise (∝ D), the leave-one-out baseline (∝ D², a
