@@ -554,7 +554,7 @@ def _check_test_labels(config: Config, labels: torch.Tensor) -> None:
 
 def load_data(config: Config) -> dict:
     """MNIST once for every run: training set and test images on the device."""
-    from .mnist.data import DeviceDataset, MnistError, load_mnist
+    from .mnist.data import TEST_SEED, DeviceDataset, MnistError, load_mnist
 
     try:
         train_uint8, _ = load_mnist(config.data_dir or None, "train")
@@ -570,8 +570,9 @@ def load_data(config: Config) -> dict:
     dtype = getattr(torch, config.dtype)
     binarization = "grey" if config.likelihood == "gaussian" else config.binarization
     train_set = DeviceDataset(train_uint8, binarization, device, dtype, seed=config.seed)
-    test_set = DeviceDataset(test_uint8, binarization, device, dtype, seed=config.seed + 1)
-    test_all = test_set.evaluation_images(seed=config.seed + 1)
+    # One draw of the test images for every seed, run and estimator: the same yardstick.
+    test_set = DeviceDataset(test_uint8, binarization, device, dtype, seed=TEST_SEED)
+    test_all = test_set.evaluation_images(seed=TEST_SEED)
     # seed: with binarization "fixed" the probe minibatch is the training set's own draw
     probe_set = DeviceDataset(train_uint8[:config.probe_batch], binarization, device, dtype,
                               seed=config.seed)

@@ -154,12 +154,12 @@ def test_a_budget_stops_a_group_partway_and_the_next_invocation_goes_on(tmp_path
     assert "partial (about" in err and "stopped at the budget" in err
     assert err.count(" later\n") == 4
     state = tmp_path / "results" / "paper-quick" / "state"
-    assert any(state.glob("pathwise_analytic_kl-z3-*.pt"))
+    assert any(state.glob("pathwise_analytic_kl-z20-*.pt"))
     assert not _results(tmp_path)["data"]["records"]
     monkeypatch.setattr(paper, "estimate", real)
     monkeypatch.setattr(paper, "train_group", original)
     assert _run(tmp_path, *settings) == 0  # goes on from the checkpoint, then the rest
-    record = _results(tmp_path)["data"]["records"]["kingma-welling-pathwise_analytic_kl-z3"]
+    record = _results(tmp_path)["data"]["records"]["kingma-welling-pathwise_analytic_kl-z20"]
     assert len(record["invocations"]) == 2 and not record["invocations"][0]["finished"]
     assert record["examples_seen"] == 400
 

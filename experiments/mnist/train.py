@@ -56,7 +56,7 @@ from estimators.base import set_validation, validation_enabled
 from ..common import Timer, check_writable, metadata, progress, save_results, torch_threads
 from .checkpoint import CheckpointError, load_checkpoint, remove_stale, save_checkpoint
 from .config import DTYPES, TrainConfig
-from .data import DeviceDataset, MnistError, load_mnist
+from .data import TEST_SEED, DeviceDataset, MnistError, load_mnist
 from .group import Group, NvilBaseline, build_group, test_bounds
 from .models import VAE
 from .schedule import IWAE_PASSES, iwae_schedule, learning_rate_at, total_steps
@@ -207,7 +207,7 @@ def _load_data(config: TrainConfig, train_data, test_images, device, dtype):
     if test_images is None:
         test, _ = load_mnist(config.data_dir or None, "test")
         test_images = DeviceDataset(test[:config.eval_size], config.binarization, device, dtype,
-                                    config.seed).evaluation_images(config.seed)
+                                    TEST_SEED).evaluation_images(TEST_SEED)
     test_images = test_images[:config.eval_size]
     if config.batch_size > len(train_data):
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_data)} training "
