@@ -6,6 +6,7 @@ Statistical checks here spend 1 / STATISTICAL_BUDGET of the suite's FALSE_POSITI
 
 import gzip
 import hashlib
+import os
 import struct
 from pathlib import Path
 
@@ -296,10 +297,8 @@ def test_download_checks_md5_and_leaves_nothing_behind_on_failure(tmp_path, monk
 
 
 @pytest.fixture
-def real_test_split(tmp_path, monkeypatch):
-    """A copy of the published test files, re-gzipped (the MD5 verdicts kept under tmp_path)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "_CHECKED", {})
+def real_test_split(tmp_path):
+    """A copy of the published test files, re-gzipped."""
     try:
         images, labels = load_mnist(split="test")
     except MnistError as error:
@@ -309,7 +308,8 @@ def real_test_split(tmp_path, monkeypatch):
     return tmp_path, images
 
 
-def test_the_published_files_load_and_their_sum_is_computed_once(real_test_split, monkeypatch):
+def test_the_published_files_load_and_their_sum_is_computed_at_every_load(real_test_split,
+                                                                          monkeypatch):
     folder, images = real_test_split
     calls = []
     md5 = hashlib.md5
@@ -317,10 +317,23 @@ def test_the_published_files_load_and_their_sum_is_computed_once(real_test_split
     loaded, _ = load_mnist(folder, "test")
     assert torch.equal(loaded, images) and len(calls) == 2  # images and labels
     load_mnist(folder, "test")
-    assert len(calls) == 2  # the verdicts are kept: the second load computes no sum
-    monkeypatch.setattr(data, "_CHECKED", {})  # a new process: the cache file remembers
-    load_mnist(folder, "test")
-    assert len(calls) == 2
+    assert len(calls) == 4  # no verdict is kept: the contents are summed again
+
+
+def test_a_byte_changed_in_place_with_its_time_restored_is_refused(real_test_split):
+    # As `touch -r`, `cp -p` and `rsync -a` leave it: same size, same modification time.
+    folder, images = real_test_split
+    raw = write_idx(folder / "t10k-images-idx3-ubyte", images.numpy(), gz=False)
+    (folder / "t10k-images-idx3-ubyte.gz").unlink()
+    load_mnist(folder, "test")  # accepted once, as the published file
+    before = raw.stat()
+    content = bytearray(raw.read_bytes())
+    content[16 + 1234 * 784 + 400] ^= 0x01  # one pixel of one image
+    raw.write_bytes(bytes(content))
+    os.utime(raw, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert raw.stat().st_mtime_ns == before.st_mtime_ns and raw.stat().st_size == before.st_size
+    with pytest.raises(MnistError, match=r"t10k-images-idx3-ubyte is corrupt: the MD5"):
+        load_mnist(folder, "test")
 
 
 def test_one_changed_pixel_inside_a_valid_gzip_stops_the_run(real_test_split):
@@ -332,3 +345,60 @@ def test_one_changed_pixel_inside_a_valid_gzip_stops_the_run(real_test_split):
                                          r"contents is [0-9a-f]{32}, the published file's is "
                                          "2646ac647ad5339dbf082846283269ea"):
         load_mnist(folder, "test")
+
+
+# ------------------------------------------------------------------------------------------------
+# Where the files are found, and what a failed download leaves
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """The usual places under tmp_path: the repository's data/mnist and the download cache."""
+    monkeypatch.delenv(data.MNIST_ENV, raising=False)
+    monkeypatch.setattr(data, "REPO", tmp_path / "repo")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "repo" / "data" / "mnist", tmp_path / "home" / ".cache" / "vae-gradients" / "mnist"
+
+
+def test_an_empty_or_partial_folder_never_hides_a_complete_copy(places):
+    repository, cache = places
+    cache.mkdir(parents=True)
+    write_split(cache, "train", 3, gz=True)
+    write_split(cache, "test", 3, gz=True)
+    repository.mkdir(parents=True)  # as a failed download of an older version left it
+    assert data.default_directory() == cache
+    write_split(repository, "test", 3, gz=True)  # half the files
+    assert data.default_directory() == cache
+    write_split(repository, "train", 3, gz=False)
+    assert data.default_directory() == repository  # complete: first in the order
+    for path in cache.iterdir():
+        path.unlink()
+    (repository / "t10k-images-idx3-ubyte.gz").unlink()
+    assert data.default_directory() == repository  # no complete copy: the error names this one
+
+
+def test_a_failed_download_removes_the_folders_it_made(places, monkeypatch):
+    _, cache = places
+
+    def offline(url, timeout=None):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    with pytest.raises(MnistError, match="could not download train-images-idx3-ubyte.gz"):
+        data.download(cache)
+    assert not cache.exists() and not cache.parent.exists()
+    assert data.default_directory() == cache  # the download place again, with nothing in it
+    kept = cache.parent / "other.txt"
+    cache.mkdir(parents=True)
+    kept.write_text("someone else's")
+    with pytest.raises(MnistError):
+        data.download(cache)
+    assert kept.exists() and cache.is_dir()  # folders it did not make are left alone
+
+
+def test_a_data_dir_that_is_a_file_is_named_as_one(tmp_path):
+    given = tmp_path / "mnist.gz"
+    given.write_bytes(b"")
+    with pytest.raises(MnistError, match=r"mnist.gz is a file, not a folder: give the folder"):
+        load_mnist(given, "train")
