@@ -22,11 +22,12 @@ the objective with respect to every parameter that ``q`` (lambda in the seed) an
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, OneHotCategorical
 
 __all__ = [
     "ElboEstimate",
@@ -37,6 +38,7 @@ __all__ = [
     "attach_gradient",
     "check_inputs",
     "check_log_joint",
+    "evaluate_model",
     "set_validation",
     "validation_enabled",
 ]
@@ -97,15 +99,19 @@ def attach_gradient(value: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
 
 
 def _distribution_tensors(q: Distribution):
-    """(name, tensor) for every tensor a distribution stores, nested distributions included."""
+    """(name, tensor) for every tensor a distribution stores, nested distributions included.
+
+    Nested distributions are followed under private names too: OneHotCategorical keeps its
+    logits in ``_categorical`` and MixtureSameFamily its parts in ``_mixture_distribution`` and
+    ``_component_distribution``, and their parameters are q's parameters all the same."""
     for name, value in vars(q).items():
-        if name.startswith("_") and name != "_unbroadcasted_scale_tril":
-            continue
-        if torch.is_tensor(value):
-            yield name, value
-        elif isinstance(value, Distribution):
+        if isinstance(value, Distribution):
             for inner_name, inner in _distribution_tensors(value):
                 yield f"{name}.{inner_name}", inner
+        elif name.startswith("_") and name != "_unbroadcasted_scale_tril":
+            continue
+        elif torch.is_tensor(value):
+            yield name, value
 
 
 def distribution_parameters(q: Distribution) -> list[torch.Tensor]:
@@ -133,11 +139,14 @@ def check_inputs(
         raise EstimatorError(
             f"{name}: q must be a torch.distributions.Distribution, got {type(q).__name__}"
         )
-    if len(q.event_shape) != 1:
+    if len(q.event_shape) != 1 and not _one_hot_latents(q):
         raise EstimatorError(
             f"{name}: q must have event shape (D,), got {tuple(q.event_shape)}; "
             "wrap a scalar family in torch.distributions.Independent(..., 1)"
         )
+    if q.event_shape[0] == 0:
+        raise EstimatorError(f"{name}: q has no latent variables (event shape "
+                             f"{tuple(q.event_shape)}); give it at least one (D >= 1)")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int):
         raise EstimatorError(f"{name}: num_samples must be an int, got {num_samples!r}")
     if num_samples < min_samples:
@@ -167,23 +176,82 @@ def check_inputs(
                 raise EstimatorError(f"{name}: q's parameter {pname!r} contains {what}")
 
 
+def _one_hot_latents(q) -> bool:
+    """D one-hot categorical latents, Independent(OneHotCategorical(logits (..., D, C)), 1):
+    event shape (D, C), log_prob summed over the D latents, so any estimator that only samples
+    and scores q takes it as it takes an event (D,)."""
+    return (isinstance(q, Independent) and q.reinterpreted_batch_ndims == 1
+            and isinstance(q.base_dist, OneHotCategorical))
+
+
 def check_log_joint(name: str, log_joint: torch.Tensor, z: torch.Tensor, q: Distribution,
                     what: str = "log_joint") -> None:
-    """The model must map (S, *batch, D) samples to (S, *batch) log densities: a tensor of that
-    shape always (a cheap check); with validation on, with no NaN."""
+    """The model must map (S, *batch, *event) samples to (S, *batch) log densities: a floating
+    tensor of that shape always (cheap checks); with validation on, finite."""
     if not torch.is_tensor(log_joint):
         raise EstimatorError(f"{name}: model.{what} must return a torch tensor, got "
                              f"{type(log_joint).__name__}")
-    expected = z.shape[:-1]
+    expected = z.shape[:z.dim() - len(q.event_shape)]
     if log_joint.shape != expected:
         raise EstimatorError(
             f"{name}: model.{what} returned shape {tuple(log_joint.shape)} for samples of "
             f"shape {tuple(z.shape)}; expected (num_samples, *q.batch_shape) = "
             f"{tuple(expected)}"
         )
-    if _VALIDATE and torch.isnan(log_joint).any():
-        raise EstimatorError(f"{name}: model.{what} returned NaN for some samples; check the "
-                             "model at those z (set_validation(False) skips this scan)")
+    # Some estimators would refuse an integer tensor deep inside torch (mean of a Long) and
+    # others would promote it: refused here by all alike.
+    if not log_joint.is_floating_point():
+        raise EstimatorError(f"{name}: model.{what} returned a tensor of dtype "
+                             f"{log_joint.dtype}; a log density must be floating point "
+                             f"(return it in q's dtype, {z.dtype})")
+    if _VALIDATE and not torch.isfinite(log_joint).all():
+        # -inf (z outside the model's support) or +inf: the estimate is infinite and its
+        # gradient NaN or infinite, with nothing to say why.
+        found = "NaN" if torch.isnan(log_joint).any() else (
+            "+inf" if (log_joint == math.inf).any() else "-inf")
+        raise EstimatorError(f"{name}: model.{what} returned {found} for some samples; check "
+                             "the model at those z (its support must hold every z that q "
+                             "draws; set_validation(False) skips this scan)")
+
+
+# The words of torch's errors when two operands of a matrix product, a convolution or an
+# indexed update have different floating dtypes.
+_DTYPE_ERROR = re.compile(r"dtype|scalar type")
+
+
+def _model_dtype(model) -> str:
+    parameters = getattr(model, "parameters", None)
+    if callable(parameters):
+        try:
+            for parameter in parameters():
+                if torch.is_tensor(parameter) and parameter.is_floating_point():
+                    return f" with its {parameter.dtype} parameters"
+        except Exception:  # noqa: BLE001 - only a hint for the message
+            pass
+    return ""
+
+
+def evaluate_model(name: str, model, z: torch.Tensor, q: Distribution,
+                   what: str = "log_joint") -> torch.Tensor:
+    """``model.<what>(z)`` checked by :func:`check_log_joint`; a model whose dtype is not q's
+    (a float32 network given float64 samples, or the reverse) is named in one line instead of
+    torch's error from deep inside the model."""
+    function = getattr(model, what)
+    if torch.compiler.is_compiling():  # no exception handling inside a compiled graph
+        value = function(z)
+    else:
+        try:
+            value = function(z)
+        except RuntimeError as error:
+            first = (str(error).strip().splitlines() or [""])[0]
+            if not _DTYPE_ERROR.search(first):
+                raise
+            raise EstimatorError(
+                f"{name}: model.{what} cannot take q's {z.dtype} samples{_model_dtype(model)} "
+                f"({first}); give the model and q one dtype (q's parameters with .to(dtype), "
+                "or model.to(dtype))") from None
+    check_log_joint(name, value, z, q, what)
+    return value
 
 
 @dataclass(frozen=True)

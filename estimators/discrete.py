@@ -52,7 +52,7 @@ from torch.distributions import (Bernoulli, Categorical, Distribution, Independe
                                  MixtureSameFamily, OneHotCategorical)
 from torch.distributions.utils import clamp_probs
 
-from .base import ElboEstimate, EstimatorError, attach_gradient, check_inputs, check_log_joint
+from .base import ElboEstimate, EstimatorError, attach_gradient, check_inputs, evaluate_model
 
 __all__ = ["CONTINUOUS", "BERNOULLI", "CATEGORICAL", "MIXTURE", "ANY_Q", "MAX_OUTCOMES",
            "q_kind", "enumeration", "gumbel_softmax", "straight_through", "rebar", "relax",
@@ -122,16 +122,12 @@ def _parts(name: str, model, q, num_samples, kinds, *, min_samples: int = 1,
         raise EstimatorError(f"{name}: a relaxation needs one-hot values, got "
                              "Independent(Categorical(logits), 1) (index values); use "
                              "Independent(OneHotCategorical(logits=...), 1)")
-    # check_inputs wants event shape (D,): D one-hot latents are checked as D index latents.
-    proxy = Independent(base._categorical, 1) if len(q.event_shape) == 2 else q
-    check_inputs(name, model, proxy, num_samples, min_samples=min_samples)
+    check_inputs(name, model, q, num_samples, min_samples=min_samples)
     return _Parts(kind, base.logits, one_hot, len(q.event_shape))
 
 
 def _log_joint(name: str, model, z: torch.Tensor, q, parts: _Parts) -> torch.Tensor:
-    log_joint = model.log_joint(z)
-    check_log_joint(name, log_joint, z if parts.event_dims == 1 else z.flatten(-2), q)
-    return log_joint
+    return evaluate_model(name, model, z, q)
 
 
 def _sum_event(values: torch.Tensor, parts: _Parts) -> torch.Tensor:
@@ -288,8 +284,7 @@ def _enumerate_mixture(name, model, q, num_samples, max_outcomes) -> ElboEstimat
                              "components; use score_function or pass a larger max_outcomes")
     points = components.rsample((num_samples,))  # (K, *batch, C, D)
     moved = points.movedim(-2, 0)  # (C, K, *batch, D): each component's samples
-    log_joint = model.log_joint(moved)
-    check_log_joint(name, log_joint, moved, q)
+    log_joint = evaluate_model(name, model, moved, q)
     signal = log_joint - q.log_prob(moved)  # (C, K, *batch)
     weights = torch.softmax(q.mixture_distribution.logits, -1).movedim(-1, 0)  # (C, *batch)
     elbo = (weights * signal.mean(1)).sum(0)
@@ -333,8 +328,7 @@ def gumbel_softmax(model, q, num_samples: int, *, temperature: float = 0.5,
                            _noisy_logits(parts._replace(kind=CATEGORICAL), noise), temperature)
         points = components.rsample((num_samples,))  # (K, *batch, C, D)
         z = (weights.unsqueeze(-1) * points).sum(-2)
-        log_joint = model.log_joint(z)
-        check_log_joint(name, log_joint, z, q)
+        log_joint = evaluate_model(name, model, z, q)
         elbo = (log_joint - q.log_prob(z)).mean(0)
         return ElboEstimate(elbo, elbo)
     noise = _draw(uniform, (num_samples, *q.batch_shape, *q.event_shape), parts.logits)

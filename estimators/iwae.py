@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import ElboEstimate, attach_gradient, check_inputs, check_log_joint, log_mean_exp
+from .base import ElboEstimate, attach_gradient, check_inputs, evaluate_model, log_mean_exp
 
 __all__ = ["iwae", "dreg"]
 
@@ -12,8 +12,7 @@ __all__ = ["iwae", "dreg"]
 def _log_weights(name, model, q, num_samples):
     check_inputs(name, model, q, num_samples, needs_rsample=True)
     z = q.rsample((num_samples,))
-    log_joint = model.log_joint(z)
-    check_log_joint(name, log_joint, z, q)
+    log_joint = evaluate_model(name, model, z, q)
     return z, log_joint, log_joint - q.log_prob(z)
 
 

@@ -23,7 +23,7 @@ import math
 import torch
 from torch.distributions import Bernoulli, Chi2, Independent, Normal, Uniform, Weibull
 
-from .base import ElboEstimate, EstimatorError, attach_gradient, check_inputs, check_log_joint
+from .base import ElboEstimate, EstimatorError, attach_gradient, check_inputs, evaluate_model
 
 __all__ = ["measure_valued", "measure_valued_coupled", "standard_weak_derivative_pairs",
            "double_sided_maxwell"]
@@ -88,8 +88,7 @@ def _measure_valued(name, model, q, num_samples, coupled) -> ElboEstimate:
     check_inputs(name, model, q, num_samples)
     loc, scale = _diagonal_gaussian(name, q)
     z, pairs = _draws(q, num_samples, coupled)
-    log_joint = model.log_joint(z)
-    check_log_joint(name, log_joint, z, q)
+    log_joint = evaluate_model(name, model, z, q)
     elbo = (log_joint - q.log_prob(z)).mean(0)
 
     dim = z.shape[-1]
@@ -98,8 +97,7 @@ def _measure_valued(name, model, q, num_samples, coupled) -> ElboEstimate:
         # Copy d of z has its coordinate d moved: (4, D, K, *batch, D), one model call for all.
         eye = torch.eye(dim, dtype=torch.bool, device=z.device).reshape(dim, *[1] * (z.dim() - 1), dim)
         points = torch.where(eye, moved.unsqueeze(1), z).flatten(0, 2)
-        moved_log_joint = model.log_joint(points)
-        check_log_joint(name, moved_log_joint, points, q)
+        moved_log_joint = evaluate_model(name, model, points, q)
         # f = log p - log q with q's value at the current lambda: its gradient is the ELBO's,
         # because E_q[grad_lambda log q] = 0 (seed section 5.1).
         signal = (moved_log_joint - q.log_prob(points)).reshape(4, dim, *z.shape[:-1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch.distributions import kl_divergence
 
-from .base import ElboEstimate, EstimatorError, attach_gradient, check_inputs, check_log_joint
+from .base import ElboEstimate, EstimatorError, attach_gradient, check_inputs, evaluate_model
 
 __all__ = ["pathwise", "pathwise_analytic_kl", "stl"]
 
@@ -12,8 +12,7 @@ __all__ = ["pathwise", "pathwise_analytic_kl", "stl"]
 def _reparameterized_signal(name, model, q, num_samples):
     check_inputs(name, model, q, num_samples, needs_rsample=True)
     z = q.rsample((num_samples,))
-    log_joint = model.log_joint(z)
-    check_log_joint(name, log_joint, z, q)
+    log_joint = evaluate_model(name, model, z, q)
     return z, log_joint - q.log_prob(z)
 
 
@@ -56,8 +55,7 @@ def pathwise_analytic_kl(model, q, num_samples: int) -> ElboEstimate:
             "torch.distributions.kl.register_kl or use 'pathwise'"
         ) from None
     z = q.rsample((num_samples,))
-    log_likelihood = model.log_likelihood(z)
-    check_log_joint(name, log_likelihood, z, q, what="log_likelihood")
+    log_likelihood = evaluate_model(name, model, z, q, what="log_likelihood")
     elbo = log_likelihood.mean(0) - kl
     if elbo.shape != q.batch_shape:
         raise EstimatorError(

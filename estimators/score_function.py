@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import (ElboEstimate, EstimatorError, attach_gradient, check_inputs, check_log_joint,
-                   distribution_parameters)
+from .base import (ElboEstimate, EstimatorError, attach_gradient, check_inputs,
+                   distribution_parameters, evaluate_model)
 from .baselines import EmaBaseline, leave_one_out, optimal_constant, per_sample_score_norms
 
 __all__ = ["score_function", "score_function_autodiff", "score_function_ema",
@@ -59,8 +59,7 @@ def _score_function(name, model, q, num_samples, baseline, *, min_samples=1,
     with torch.no_grad():
         z = q.sample((num_samples,))
     log_q = q.log_prob(z)
-    log_joint = model.log_joint(z)
-    check_log_joint(name, log_joint, z, q)
+    log_joint = evaluate_model(name, model, z, q)
     signal = log_joint - log_q
     elbo = signal.mean(0)
     detached = signal.detach()

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .base import ElboEstimate, attach_gradient, check_inputs, check_log_joint, log_mean_exp
+from .base import ElboEstimate, attach_gradient, check_inputs, evaluate_model, log_mean_exp
 
 __all__ = ["vimco", "leave_one_out_bounds"]
 
@@ -47,8 +47,7 @@ def vimco(model, q, num_samples: int) -> ElboEstimate:
     with torch.no_grad():
         z = q.sample((num_samples,))
     log_q = q.log_prob(z)
-    log_joint = model.log_joint(z)
-    check_log_joint(name, log_joint, z, q)
+    log_joint = evaluate_model(name, model, z, q)
     log_weights = log_joint - log_q
     bound = log_mean_exp(log_weights, 0)
     signal = bound.detach() - leave_one_out_bounds(log_weights)
