@@ -28,6 +28,7 @@ from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch.distributions import Distribution, Independent, OneHotCategorical
+from torch.distributions.utils import lazy_property
 
 __all__ = [
     "ElboEstimate",
@@ -103,7 +104,10 @@ def _distribution_tensors(q: Distribution):
 
     Nested distributions are followed under private names too: OneHotCategorical keeps its
     logits in ``_categorical`` and MixtureSameFamily its parts in ``_mixture_distribution`` and
-    ``_component_distribution``, and their parameters are q's parameters all the same."""
+    ``_component_distribution``, and their parameters are q's parameters all the same. Of a
+    family given either logits or probs (``_param``), the other, cached once computed, is left
+    out: it is a function of the one given, not a parameter of its own."""
+    given = vars(q).get("_param")
     for name, value in vars(q).items():
         if isinstance(value, Distribution):
             for inner_name, inner in _distribution_tensors(value):
@@ -111,6 +115,9 @@ def _distribution_tensors(q: Distribution):
         elif name.startswith("_") and name != "_unbroadcasted_scale_tril":
             continue
         elif torch.is_tensor(value):
+            if (given is not None and value is not given
+                    and isinstance(getattr(type(q), name, None), lazy_property)):
+                continue
             yield name, value
 
 

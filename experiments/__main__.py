@@ -4,6 +4,10 @@
     python -m experiments STUDY [--quick] [--seed N] [--device D] [--set FIELD=VALUE ...]
     python -m experiments all --quick          # every study at small scale
     python -m experiments figures              # redraw every figure, no recomputation
+
+A run writes under runs/quick/ (--quick) or runs/full/, folders git ignores, unless --out names
+another folder: ``--out .`` regenerates the committed results/ and figures/.
+``figures --from DIR --out DIR2`` reads DIR/results/ and draws into DIR2/figures/.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ import time
 from pathlib import Path
 
 from . import available_studies
-from .common import (ROOT, Paths, announce_figures, check_writable, describe_fields,
-                     load_results, metadata, save_results, seed_everything, torch_threads)
+from .common import (ROOT, Paths, ResultsMismatch, announce_figures, check_parts_kept,
+                     check_writable, describe_fields, load_results, metadata, reading,
+                     save_results, seed_everything, torch_threads)
 
 
 MAX_SEED = 2 ** 32 - 1
-# Quick runs write here unless --out says otherwise: nothing tracked is touched by them.
+# Runs write here unless --out says otherwise, so that no run touches the committed results
+# (regenerating them is --out .): folders git ignores.
 QUICK_OUT = ROOT / "runs" / "quick"
+FULL_OUT = ROOT / "runs" / "full"
 
 
 def _parse_value(field: dataclasses.Field, text: str):
@@ -84,6 +91,7 @@ def run_study(module, config, paths: Paths) -> list[Path]:
 
     resolve_device(config.device)
     _writable(paths)
+    check_parts_kept(paths.results_file(module.NAME + ("-quick" if config.quick else "")), config)
     if config.threads < 0:
         raise SystemExit(f"error: --threads must be >= 0 (0: torch's default), got "
                          f"{config.threads}")
@@ -112,21 +120,51 @@ def _writable(paths: Paths) -> None:
             raise SystemExit(f"error: {error}; choose another --out") from None
 
 
-def redraw(paths: Paths, studies) -> None:
-    """Every figure of every saved results file, full-scale and quick (their names differ)."""
-    _writable(paths)
-    drawn = 0
-    for name, module in studies.items():
-        for results_path in (paths.results_file(name), paths.results_file(name + "-quick")):
-            if not results_path.exists():
-                continue
-            print(f"{name}: drawing the figures of {results_path.name}", file=sys.stderr,
-                  flush=True)
-            for figure in module.plot(load_results(results_path, name), results_path, paths):
-                print(figure)
-                drawn += 1
-    if not drawn:
-        raise SystemExit(f"error: no saved results under {paths.results}; run a study first")
+def redraw(paths: Paths, studies) -> int:
+    """Every figure of every saved results file, full-scale and quick (their names differ).
+
+    A results file that cannot be drawn is named in one line on stderr and the others are drawn;
+    the command then ends with an error naming every such file. Nothing is created unless a
+    figure is written.
+    """
+    found = [(name, module, path) for name, module in studies.items()
+             for path in (paths.results_file(name), paths.results_file(name + "-quick"))
+             if path.exists()]
+    if not found:
+        raise SystemExit(f"error: no saved results under {paths.results}; run a study first, or "
+                         "name the folder that holds results/ with --from DIR")
+    try:
+        check_writable(paths.figures, "the figures folder", create=False)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}; choose another --out") from None
+    drawn, broken = 0, []
+    for name, module, results_path in found:
+        print(f"{name}: drawing the figures of {results_path.name}", file=sys.stderr, flush=True)
+        try:
+            results = load_results(results_path, name)
+            with reading(results, results_path):
+                figures = module.plot(results, results_path, paths)
+        except (SystemExit, ResultsMismatch) as error:
+            message = str(error).removeprefix("error: ")
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            broken.append((results_path, message))
+            _close_figures()
+            continue
+        for figure in figures:
+            print(figure)
+            drawn += 1
+    if broken:
+        if len(broken) == 1:
+            raise SystemExit(f"error: drew {drawn} figure file(s); not drawn: {broken[0][1]}")
+        raise SystemExit(f"error: drew {drawn} figure file(s); {len(broken)} results files could "
+                         f"not be drawn (said above): {', '.join(str(p) for p, _ in broken)}")
+    return drawn
+
+
+def _close_figures() -> None:
+    """Close what a plot that failed half-way left open."""
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 def _add_common(parser):
@@ -140,8 +178,9 @@ def _add_common(parser):
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
                         help="override one field of the study's Config (repeatable)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder that receives results/ and figures/ (default: the repository;"
-                             " with --quick, runs/quick/, which git ignores)")
+                        help="folder that receives results/ and figures/ (default: runs/full/, "
+                             "with --quick runs/quick/, which git ignores; --out . regenerates "
+                             "the committed results)")
 
 
 def main(argv=None) -> int:
@@ -167,8 +206,15 @@ def main(argv=None) -> int:
                            help="the parts to plan and train (default: all)")
     p_all = sub.add_parser("all", help="run every study in turn")
     _add_common(p_all)
-    p_fig = sub.add_parser("figures", help="redraw every figure from saved results (no GPU, no recomputation)")
-    p_fig.add_argument("--out", type=Path, default=ROOT, help="folder holding results/ and figures/")
+    p_fig = sub.add_parser("figures", help="redraw every figure from saved results (no GPU, no recomputation)",
+                           description="Redraw every figure from saved results: each "
+                                       "FROM/results/STUDY.json (and STUDY-quick.json) into "
+                                       "OUT/figures/.")
+    p_fig.add_argument("--from", dest="source", type=Path, default=ROOT, metavar="DIR",
+                       help="folder whose results/ is read (default: the repository; a run's "
+                            "own: runs/quick or runs/full)")
+    p_fig.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="folder that receives figures/ (default: the --from folder)")
 
     args = parser.parse_args(argv)
     if args.study is None:
@@ -178,12 +224,12 @@ def main(argv=None) -> int:
         print("  all              run every study in turn (add --quick for the small scale)")
         print("  figures          redraw every figure from saved results")
         return 0
-    out = args.out if args.out is not None else (
-        QUICK_OUT if getattr(args, "quick", False) else ROOT)
-    paths = Paths(out.resolve())
     if args.study == "figures":
-        redraw(paths, studies)
+        redraw(Paths(args.source.resolve(), args.out and args.out.resolve()), studies)
         return 0
+    out = args.out if args.out is not None else (
+        QUICK_OUT if getattr(args, "quick", False) else FULL_OUT)
+    paths = Paths(out.resolve())
     # `all` is every study at its scale; the paper programme is run on its own (it is the GPU job).
     chosen = ({n: m for n, m in studies.items() if n != "paper"} if args.study == "all"
               else {args.study: studies[args.study]})

@@ -233,7 +233,7 @@ def test_end_to_end_results_figures_summary_and_a_redraw(tmp_path, capsys):
     redrawn = "discrete-sbn.png" if "sbn" in parts else "discrete-toy-variance.png"
     kept = {key: data[key] for key in ("sbn",) if key in data} or {"toy": data["toy"]}
     save_results(other / "results" / "discrete.json", kept, results["metadata"])
-    assert main(["figures", "--out", str(other)]) == 0
+    assert main(["figures", "--from", str(other)]) == 0
     assert (other / "figures" / redrawn).stat().st_size > 0
     capsys.readouterr()
     assert d.main([str(path)]) == 0

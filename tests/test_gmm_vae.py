@@ -136,7 +136,7 @@ def test_end_to_end_writes_results_and_figures_then_redraws(tmp_path, monkeypatc
         assert len(run["log_likelihood"]) == 2 and all(len(p) == 2 for p in run["probes"])
     # every figure from the saved results alone
     monkeypatch.setattr(gmm_vae, "plot", plot)
-    assert main(["figures", "--out", str(tmp_path)]) == 0
+    assert main(["figures", "--from", str(tmp_path)]) == 0
     for name in ("training", "gradients", "density", "latent"):
         for suffix in ("png", "pdf"):
             assert (tmp_path / "figures" / f"gmm-vae-{name}-quick.{suffix}").stat().st_size > 0

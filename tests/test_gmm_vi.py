@@ -308,7 +308,7 @@ def test_end_to_end_writes_results_and_figures_then_redraws(tmp_path, monkeypatc
     assert "pathwise" in gmm_vi.summary(json.loads(results.read_text()))
     assert not (tmp_path / "figures" / "gmm-vi-fit-quick.png").exists()
     monkeypatch.setattr(gmm_vi, "save_figure", look_then_save)
-    assert main(["figures", "--out", str(tmp_path)]) == 0
+    assert main(["figures", "--from", str(tmp_path)]) == 0
     for name in ["samples", "scale", "dimension", "fit", "discrete"]:
         for suffix in ("png", "pdf"):
             assert (tmp_path / "figures" / f"gmm-vi-{name}-quick.{suffix}").stat().st_size > 0

@@ -133,7 +133,7 @@ def test_figures_refuses_a_results_file_of_another_study_under_its_name(tmp_path
     (tmp_path / "results").mkdir()
     _results_of(tmp_path / "results", "seed-ideas", "gmm-vae.json")
     with pytest.raises(SystemExit) as error:
-        main(["figures", "--out", str(tmp_path)])
+        main(["figures", "--from", str(tmp_path)])
     assert "holds the results of 'seed-ideas', not of 'gmm-vae'" in _one_line(error)
 
 

@@ -149,7 +149,7 @@ def test_end_to_end_every_series_every_figure_the_table_and_a_redraw(tmp_path, m
     # plot() draws every figure from the saved results alone; `figures` redraws them.
     names = ["bound", "gradients", "samples", "manifold", "interpolation", "arithmetic"]
     assert not (tmp_path / "figures" / "mnist-vae-manifold-quick.png").exists()
-    assert main(["figures", "--out", str(tmp_path)]) == 0
+    assert main(["figures", "--from", str(tmp_path)]) == 0
     for name in names:
         for suffix in ("png", "pdf"):
             assert (tmp_path / "figures" / f"mnist-vae-{name}-quick.{suffix}").stat().st_size > 0

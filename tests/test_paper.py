@@ -104,7 +104,7 @@ def test_end_to_end_an_interrupted_invocation_loses_no_finished_group(tmp_path, 
     assert "missed by" in table or "beaten by" in table or "matched" in table
     # figures from the saved results and the shipped weights alone
     monkeypatch.setattr(paper, "plot", plot)
-    assert main(["figures", "--out", str(tmp_path)]) == 0
+    assert main(["figures", "--from", str(tmp_path)]) == 0
     for name in ("kingma-welling", "burda", "samples"):
         assert (tmp_path / "figures" / f"paper-{name}-quick.png").exists(), name
     # L_k from the shipped weights, no training
