@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import (ElboEstimate, EstimatorError, attach_gradient, check_inputs,
-                   distribution_parameters, evaluate_model)
+                   distribution_parameters, evaluate_model, validation_enabled)
 from .baselines import EmaBaseline, leave_one_out, optimal_constant, per_sample_score_norms
 
 __all__ = ["score_function", "score_function_autodiff", "score_function_ema",
@@ -68,18 +68,30 @@ def _score_function(name, model, q, num_samples, baseline, *, min_samples=1,
     if baseline is None:
         centred = detached
     elif isinstance(baseline, EmaBaseline):
+        if baseline.value is not None and not _broadcasts_to(baseline.value.shape, elbo.shape):
+            raise EstimatorError(
+                f"{name}: the EmaBaseline (batch_dims={baseline.batch_dims}) holds averages of "
+                f"shape {tuple(baseline.value.shape)} from a batch that was not q.batch_shape "
+                f"{tuple(elbo.shape)}; keep one EmaBaseline per batch shape, or batch_dims=0 "
+                "(one average for every batch)")
         centred = detached - baseline.current(detached)
         baseline.update(detached)
     elif callable(baseline) and not torch.is_tensor(baseline):
         centred = baseline(detached, log_q)
     elif torch.is_tensor(baseline):
-        try:
-            torch.broadcast_shapes(baseline.shape, elbo.shape)
-        except RuntimeError:
+        # Broadcasting to q.batch_shape, not merely with it: a (3, 1) baseline against a batch
+        # (4,) would make the estimate (3, 4).
+        if not _broadcasts_to(baseline.shape, elbo.shape):
             raise EstimatorError(
                 f"{name}: baseline of shape {tuple(baseline.shape)} does not broadcast to "
                 f"q.batch_shape {tuple(elbo.shape)}"
-            ) from None
+            )
+        if not baseline.is_floating_point():
+            raise EstimatorError(f"{name}: baseline must be a floating tensor, got dtype "
+                                 f"{baseline.dtype}")
+        if validation_enabled() and not torch.isfinite(baseline).all():
+            raise EstimatorError(f"{name}: baseline contains NaN or an infinite value; check "
+                                 "what computes it (set_validation(False) skips this scan)")
         centred = detached - baseline.detach()
         if baseline.requires_grad:
             learned_term = -(detached - baseline).pow(2).mean(0)
@@ -94,6 +106,13 @@ def _score_function(name, model, q, num_samples, baseline, *, min_samples=1,
     if learned_term is not None:
         term = term + learned_term
     return ElboEstimate(elbo, attach_gradient(elbo, term))
+
+
+def _broadcasts_to(shape, target) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
 
 
 def score_function_ema(model, q, num_samples: int, state: EmaBaseline | None = None, *,

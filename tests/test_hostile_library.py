@@ -293,3 +293,48 @@ def test_the_parameters_inside_a_one_hot_categorical_and_a_mixture_are_q_s_param
         validate_args=False), 1), validate_args=False)
     _refused(lambda: _call("score_function", QUADRATIC, nan), "score_function: q's parameter "
              "'_component_distribution.base_dist.loc' contains NaN")
+
+
+# ------------------------------------------------------------------------------------------------
+# Baselines
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_baseline_that_broadcasts_with_the_batch_but_not_to_it_is_refused():
+    # A (3, 1) baseline against a batch (4,) made a (3, 4) estimate.
+    q = _gaussian(batch=(4,))
+    _refused(lambda: _call("score_function", QUADRATIC, q, baseline=torch.zeros(3, 1)),
+             "score_function: baseline of shape (3, 1) does not broadcast to q.batch_shape (4,)")
+    for fits in (torch.zeros(()), torch.zeros(1), torch.zeros(4)):
+        assert _call("score_function", QUADRATIC, q, baseline=fits).elbo.shape == (4,)
+
+
+def test_a_nan_baseline_is_named_while_validation_is_on():
+    q = _gaussian(batch=(4,))
+    for value in (math.nan, math.inf):
+        _refused(lambda: _call("score_function", QUADRATIC, q, baseline=torch.full((4,), value)),
+                 "score_function: baseline contains NaN or an infinite value")
+    _refused(lambda: _call("score_function", QUADRATIC, q,
+                           baseline=torch.zeros(4, dtype=torch.long)),
+             "baseline must be a floating tensor, got dtype torch.int64")
+    set_validation(False)
+    try:
+        _call("score_function", QUADRATIC, q, baseline=torch.full((4,), math.nan))
+    finally:
+        set_validation(True)
+
+
+def test_an_ema_baseline_kept_for_one_batch_is_refused_on_another():
+    from estimators import EmaBaseline
+
+    state = EmaBaseline(batch_dims=1)  # one average per entry of the batch's first dimension
+    _call("score_function_ema", QUADRATIC, _gaussian(batch=(4,)), state=state)
+    _refused(lambda: _call("score_function_ema", QUADRATIC, _gaussian(batch=(3,)), state=state),
+             "score_function_ema: the EmaBaseline (batch_dims=1) holds averages of shape (4,) "
+             "from a batch that was not q.batch_shape (3,)", "batch_dims=0")
+    shared = EmaBaseline()  # one average for every batch: any batch may follow
+    _call("score_function", QUADRATIC, _gaussian(batch=(4,)), baseline=shared)
+    _call("score_function", QUADRATIC, _gaussian(batch=(3,)), baseline=shared)
+    runs = EmaBaseline(batch_dims=1)  # (R, B) with B changing: the (R, 1) averages still fit
+    _call("score_function", QUADRATIC, _gaussian(batch=(2, 5)), baseline=runs)
+    _call("score_function", QUADRATIC, _gaussian(batch=(2, 3)), baseline=runs)
