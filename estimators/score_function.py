@@ -86,9 +86,6 @@ def _score_function(name, model, q, num_samples, baseline, *, min_samples=1,
                 f"{name}: baseline of shape {tuple(baseline.shape)} does not broadcast to "
                 f"q.batch_shape {tuple(elbo.shape)}"
             )
-        if not baseline.is_floating_point():
-            raise EstimatorError(f"{name}: baseline must be a floating tensor, got dtype "
-                                 f"{baseline.dtype}")
         if validation_enabled() and not torch.isfinite(baseline).all():
             raise EstimatorError(f"{name}: baseline contains NaN or an infinite value; check "
                                  "what computes it (set_validation(False) skips this scan)")
