@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
 # Executed pages draw their interactive controls as static figures in the built site (a slider
 # needs a live kernel); the kernels myst-nb starts inherit this environment.
 os.environ["VAE_GRADIENTS_STATIC"] = "1"
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Figures drawn in executed pages are shown inline, whatever backend the caller set (CI sets Agg).
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 os.environ.setdefault("EXPERIMENTS_NO_PROGRESS", "1")
 
 project = "vae-gradients"
@@ -33,7 +34,7 @@ extensions = [
 
 source_suffix = {".md": "myst-nb", ".py": "myst-nb"}
 nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
-exclude_patterns = ["_build", "_ext", "_generated", "conf.py", "**/.ipynb_checkpoints",
+exclude_patterns = ["_build", "_ext", "_generated", "_tools", "conf.py", "**/.ipynb_checkpoints",
                     "**/__pycache__", "changelog/README.md"]
 
 # Every tutorial runs at each build; an error in any cell fails the build.

@@ -46,9 +46,11 @@ print(f"E_p[x] = {mean:.3f}, Var_p[x] = {var:.3f}, H(p) = {ml.entropy():.4f} nat
 print(f"KL(p || N(E_p[x], Var_p[x])) = {ml.kl_to_gaussian(mean, np.sqrt(var)):.4f} nats")
 
 # %% [markdown]
-# For a Gaussian model the KL has a closed form up to the entropy of $p$:
-# $D_{KL}(p\,\|\,\mathcal N(\mu,\sigma^2)) = \log(\sigma\sqrt{2\pi})
-# + \frac{\operatorname{Var}_p[x] + (\mathbb E_p[x]-\mu)^2}{2\sigma^2} - H(p)$,
+# For a Gaussian model the KL has a closed form up to the entropy of $p$,
+#
+# $$D_{KL}(p\,\|\,\mathcal N(\mu,\sigma^2)) = \log(\sigma\sqrt{2\pi}) +
+#   \frac{\operatorname{Var}_p[x] + (\mathbb E_p[x]-\mu)^2}{2\sigma^2} - H(p),$$
+#
 # and $H(p)$ is one call of `scipy.integrate.quad`. The KL is smallest at
 # $\mu^* = \mathbb E_p[x]$, $\sigma^{*2} = \operatorname{Var}_p[x]$: **moment matching**. The
 # 0.118 nats left there are the price of the wrong family; no amount of data removes them.

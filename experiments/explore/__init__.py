@@ -88,7 +88,19 @@ def interact(control: Control, **start):
                              f"{control.knobs[name]}")
         values[name] = value
     if not live():
-        return control.draw(**values)
+        figure = control.draw(**values)
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return figure
+        if get_ipython() is None:
+            return figure  # a script: the figure is the caller's
+        from IPython.display import display
+        import matplotlib.pyplot as plt
+
+        display(figure)  # a notebook without sliders (the built site): the figure, shown once
+        plt.close(figure)
+        return None
     import ipywidgets
     import matplotlib.pyplot as plt
     from IPython.display import display
