@@ -43,6 +43,8 @@ samples come from ``q.sample``.
 from __future__ import annotations
 
 import math
+import numbers
+import re
 from typing import Callable, NamedTuple
 
 import torch
@@ -52,7 +54,8 @@ from torch.distributions import (Bernoulli, Categorical, Distribution, Independe
                                  MixtureSameFamily, OneHotCategorical)
 from torch.distributions.utils import clamp_probs
 
-from .base import ElboEstimate, EstimatorError, attach_gradient, check_inputs, evaluate_model
+from .base import (ElboEstimate, EstimatorError, attach_gradient, check_inputs, evaluate_model,
+                   validation_enabled)
 
 __all__ = ["CONTINUOUS", "BERNOULLI", "CATEGORICAL", "MIXTURE", "ANY_Q", "MAX_OUTCOMES",
            "q_kind", "enumeration", "gumbel_softmax", "straight_through", "rebar", "relax",
@@ -61,8 +64,10 @@ __all__ = ["CONTINUOUS", "BERNOULLI", "CATEGORICAL", "MIXTURE", "ANY_Q", "MAX_OU
 CONTINUOUS, BERNOULLI, CATEGORICAL, MIXTURE = "continuous", "bernoulli", "categorical", "mixture"
 ANY_Q = (CONTINUOUS, BERNOULLI, CATEGORICAL, MIXTURE)
 
-# The largest number of outcomes per batch entry that enumeration sums over by default.
+# The largest number of outcomes per batch entry that enumeration sums over by default, and
+# the largest it accepts at all (the outcomes' indices fit torch's int64 arithmetic with room).
 MAX_OUTCOMES = 4096
+MAX_OUTCOMES_LIMIT = 2**31 - 1
 
 
 def q_kind(q) -> str:
@@ -134,19 +139,53 @@ def _sum_event(values: torch.Tensor, parts: _Parts) -> torch.Tensor:
     return values.sum(tuple(range(-parts.event_dims, 0)))
 
 
-def _draw(uniform: Callable | None, shape, like: torch.Tensor) -> torch.Tensor:
-    """Uniforms in (0, 1) of ``shape``: the caller's ``uniform``, else torch's global stream."""
+def _draw(name: str, uniform: Callable | None, shape, like: torch.Tensor) -> torch.Tensor:
+    """Uniforms in (0, 1) of ``shape``: the caller's ``uniform``, else torch's global stream.
+
+    The caller's values are clamped into the open interval (torch.rand may give 0); with
+    validation on, values outside [0, 1] or NaN are refused rather than clamped or passed on."""
     shape = torch.Size(shape)
     if uniform is None:
         values = torch.rand(shape, dtype=like.dtype, device=like.device)
     else:
+        if not callable(uniform):
+            raise EstimatorError(f"{name}: uniform must be a function shape -> tensor of "
+                                 f"uniforms, got {type(uniform).__name__}")
         values = uniform(tuple(shape))
         if not torch.is_tensor(values) or values.shape != shape:
             got = tuple(values.shape) if torch.is_tensor(values) else type(values).__name__
-            raise EstimatorError(f"uniform({tuple(shape)}) must return a tensor of that shape, "
-                                 f"got {got}")
+            raise EstimatorError(f"{name}: uniform({tuple(shape)}) must return a tensor of that "
+                                 f"shape, got {got}")
         values = values.to(dtype=like.dtype, device=like.device)
+        if validation_enabled() and not ((values >= 0) & (values <= 1)).all():
+            low, high = values.min().item(), values.max().item()
+            raise EstimatorError(f"{name}: uniform({tuple(shape)}) returned values outside "
+                                 f"[0, 1] or NaN (min {low:.3g}, max {high:.3g}); it must draw "
+                                 "uniforms in (0, 1) (set_validation(False) skips this scan)")
     return clamp_probs(values)
+
+
+def _check_number(name: str, what: str, value, *, positive: bool) -> None:
+    """``value`` a finite real number (> 0 if ``positive``), or a floating tensor of them:
+    refused in one line before any draw. A Python number costs nothing to check; a tensor's
+    values are read back only while validation is on."""
+    rule = "a finite number > 0" if positive else "a finite number"
+    if torch.is_tensor(value):
+        if not value.is_floating_point():
+            raise EstimatorError(f"{name}: {what} must be {rule}, got a tensor of dtype "
+                                 f"{value.dtype}")
+        if validation_enabled():
+            bad = ~torch.isfinite(value)
+            if positive:
+                bad = bad | (value <= 0)
+            if bad.any():
+                raise EstimatorError(f"{name}: {what} must be {rule}, got "
+                                     f"{value.detach()[bad].flatten()[0].item()}")
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise EstimatorError(f"{name}: {what} must be {rule}, got {value!r}")
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise EstimatorError(f"{name}: {what} must be {rule}, got {value!r}")
 
 
 def _noisy_logits(parts: _Parts, noise: torch.Tensor) -> torch.Tensor:
@@ -240,6 +279,12 @@ def enumeration(model, q, num_samples: int, *, max_outcomes: int = MAX_OUTCOMES)
                    mixture, Roeder, Wu & Duvenaud 2017, section 5 (sum over components).
     """
     name = "enumeration"
+    if (isinstance(max_outcomes, bool) or not isinstance(max_outcomes, numbers.Integral)
+            or not 1 <= max_outcomes <= MAX_OUTCOMES_LIMIT):
+        shown = repr(max_outcomes)
+        shown = shown if len(shown) <= 40 else f"{shown[:20]}... ({len(shown)} characters)"
+        raise EstimatorError(f"{name}: max_outcomes must be an int in 1..{MAX_OUTCOMES_LIMIT} "
+                             f"(2^31 - 1: no memory holds more outcomes), got {shown}")
     parts = _parts(name, model, q, num_samples, (BERNOULLI, CATEGORICAL, MIXTURE))
     if parts.kind == MIXTURE:
         return _enumerate_mixture(name, model, q, num_samples, max_outcomes)
@@ -249,12 +294,15 @@ def enumeration(model, q, num_samples: int, *, max_outcomes: int = MAX_OUTCOMES)
         base, latents = parts.logits.shape[-1], q.event_shape[0]
     else:  # one OneHotCategorical of C categories
         base, latents = q.event_shape[0], 1
-    count = base ** latents
-    if count > max_outcomes:
-        raise EstimatorError(f"{name}: q has {base}^{latents} = {count:.3g} outcomes per batch "
+    # In logarithms: base ** latents of a thousand latents is an integer no float holds.
+    if latents * math.log(base) > math.log(max_outcomes) + 1e-9:
+        digits = latents * math.log10(base)
+        count = f"{base ** latents:.3g}" if digits < 300 else f"about 1e{int(digits)}"
+        raise EstimatorError(f"{name}: q has {base}^{latents} = {count} outcomes per batch "
                              f"entry, more than max_outcomes={max_outcomes}; use a Monte Carlo "
                              "estimator (disarm, rebar, relax, score_function_loo) or pass a "
                              "larger max_outcomes")
+    count = base ** latents
     grids = [torch.arange(base, device=parts.logits.device)] * latents
     indices = torch.cartesian_prod(*grids).reshape(count, latents)  # (N, latents)
     if parts.kind == BERNOULLI:
@@ -318,12 +366,15 @@ def gumbel_softmax(model, q, num_samples: int, *, temperature: float = 0.5,
     name = "gumbel_softmax"
     parts = _parts(name, model, q, num_samples, (BERNOULLI, CATEGORICAL, MIXTURE),
                    needs_logits=True)
+    # A negative temperature flips the sign of the gradient; zero, NaN or inf make NaN that the
+    # model's scan would then blame on the model.
+    _check_number(name, "temperature", temperature, positive=True)
     if parts.kind == MIXTURE:
         components = q.component_distribution
         if not components.has_rsample:
             raise EstimatorError(f"{name}: the mixture's components have no rsample; use "
                                  "score_function")
-        noise = _draw(uniform, (num_samples, *parts.logits.shape), parts.logits)
+        noise = _draw(name, uniform, (num_samples, *parts.logits.shape), parts.logits)
         weights = _relaxed(parts._replace(kind=CATEGORICAL, event_dims=1),
                            _noisy_logits(parts._replace(kind=CATEGORICAL), noise), temperature)
         points = components.rsample((num_samples,))  # (K, *batch, C, D)
@@ -331,7 +382,7 @@ def gumbel_softmax(model, q, num_samples: int, *, temperature: float = 0.5,
         log_joint = evaluate_model(name, model, z, q)
         elbo = (log_joint - q.log_prob(z)).mean(0)
         return ElboEstimate(elbo, elbo)
-    noise = _draw(uniform, (num_samples, *q.batch_shape, *q.event_shape), parts.logits)
+    noise = _draw(name, uniform, (num_samples, *q.batch_shape, *q.event_shape), parts.logits)
     y = _relaxed(parts, _noisy_logits(parts, noise), temperature)
     elbo = (_log_joint(name, model, y, q, parts) - _log_q_fixed(parts, y)).mean(0)
     return ElboEstimate(elbo, elbo)
@@ -358,7 +409,8 @@ def straight_through(model, q, num_samples: int, *, temperature: float = 0.5,
     """
     name = "straight_through"
     parts = _parts(name, model, q, num_samples, (BERNOULLI, CATEGORICAL), needs_logits=True)
-    noise = _draw(uniform, (num_samples, *q.batch_shape, *q.event_shape), parts.logits)
+    _check_number(name, "temperature", temperature, positive=True)
+    noise = _draw(name, uniform, (num_samples, *q.batch_shape, *q.event_shape), parts.logits)
     z = _noisy_logits(parts, noise)
     y = _relaxed(parts, z, temperature)
     b = _hard(parts, z).detach()
@@ -388,8 +440,14 @@ class RelaxControlVariate(nn.Module):
     def __init__(self, network: nn.Module | None = None, temperature: float = 0.5,
                  eta: float = 1.0):
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"RelaxControlVariate: temperature must be > 0, got {temperature}")
+        for what, value, positive in (("temperature", temperature, True), ("eta", eta, False)):
+            if torch.is_tensor(value) and value.numel() == 1:
+                value = value.item()
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or not math.isfinite(value) or (positive and value <= 0)):
+                raise ValueError(f"RelaxControlVariate: {what} must be a finite number"
+                                 f"{' > 0' if positive else ''}, got {value!r}")
+        temperature, eta = float(temperature), float(eta)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
         self.eta = nn.Parameter(torch.tensor(float(eta)))
         self.network = network
@@ -477,20 +535,69 @@ def relax(model, q, num_samples: int, state: RelaxControlVariate | None = None, 
     if not isinstance(state, RelaxControlVariate):
         raise EstimatorError(f"{name}: state must be a RelaxControlVariate, got "
                              f"{type(state).__name__}")
+    width = None
+    if isinstance(q, Distribution) and state.network is not None:
+        width = q.event_shape.numel() + (0 if context is None else context.shape[-1])
+        takes = _input_width(state.network)
+        if takes is not None and takes != width:
+            raise EstimatorError(_width_message(name, q, context, width,
+                                                f"takes {takes} inputs, but"))
+
+    def residual(z, dims):
+        if torch.compiler.is_compiling():  # no exception handling inside a compiled graph
+            return state.residual(z, dims, context)
+        try:
+            value = state.residual(z, dims, context)
+        except RuntimeError as error:
+            first = (str(error).strip().splitlines() or [""])[0]
+            if re.search(r"dtype|scalar type", first):
+                raise EstimatorError(f"{name}: state's network cannot take q's {z.dtype} "
+                                     f"values ({first}); convert it with state.to({z.dtype})"
+                                     ) from None
+            raise EstimatorError(_width_message(name, q, context, width,
+                                                f"failed ({first}), and")) from None
+        if value.shape != z.shape[:z.dim() - dims]:
+            raise EstimatorError(f"{name}: state's network must map (..., {width}) to "
+                                 f"(..., 1); it made r(z) of shape {tuple(value.shape)} for "
+                                 f"z of shape {tuple(z.shape)}")
+        return value
+
     trained = [p for p in state.parameters() if p.requires_grad] if train else []
     return _relaxed_control(name, model, q, num_samples, temperature=None, eta=state.eta,
                             log_temperature=state.log_temperature, uniform=uniform,
-                            residual=lambda z, dims: state.residual(z, dims, context),
-                            trained=trained)
+                            residual=residual, trained=trained)
+
+
+def _input_width(network) -> int | None:
+    """The inputs a network takes, where its first layer says (a Linear, alone or first in a
+    Sequential); None where it does not."""
+    first = network[0] if isinstance(network, nn.Sequential) and len(network) else network
+    return first.in_features if isinstance(first, nn.Linear) else None
+
+
+def _width_message(name, q, context, width, what) -> str:
+    inputs = f"q's event {tuple(q.event_shape)} flattened"
+    if context is not None:
+        inputs += f" and the context's {context.shape[-1]} columns"
+    return (f"{name}: state's network {what} its inputs here have width {width} ({inputs}); "
+            f"build it for {width} inputs, e.g. RelaxControlVariate.with_network({width})")
 
 
 def _relaxed_control(name, model, q, num_samples, *, temperature, eta, uniform,
                      log_temperature=None, residual=None, trained=(),
                      conditional=_conditional) -> ElboEstimate:
     parts = _parts(name, model, q, num_samples, (BERNOULLI, CATEGORICAL), needs_logits=True)
+    if log_temperature is None:
+        _check_number(name, "temperature", temperature, positive=True)
+        _check_number(name, "eta", eta, positive=False)
+    else:  # RELAX's, trained: a step too far sends them to NaN or inf
+        temperature = log_temperature.exp()
+        _check_number(name, "state's temperature (exp of state.log_temperature)", temperature,
+                      positive=True)
+        _check_number(name, "state.eta", eta, positive=False)
     shape = (num_samples, *q.batch_shape, *q.event_shape)
-    noise = _draw(uniform, shape, parts.logits)
-    noise_tilde = _draw(uniform, shape, parts.logits)
+    noise = _draw(name, uniform, shape, parts.logits)
+    noise_tilde = _draw(name, uniform, shape, parts.logits)
     logits = parts.logits
     z = _noisy_logits(parts, noise)
     b = _hard(parts, z).detach()
@@ -498,7 +605,6 @@ def _relaxed_control(name, model, q, num_samples, *, temperature, eta, uniform,
     log_q = q.log_prob(b)
     log_joint = _log_joint(name, model, b, q, parts)
     signal = (log_joint - log_q).detach()
-    temperature = log_temperature.exp() if log_temperature is not None else temperature
     eta = torch.as_tensor(eta, dtype=logits.dtype, device=logits.device)
 
     def control(noisy):
@@ -552,7 +658,7 @@ def _antithetic(name, model, q, num_samples, uniform, weights) -> ElboEstimate:
     parts = _parts(name, model, q, num_samples, (BERNOULLI,), min_samples=2)
     pairs = num_samples // 2
     logits = parts.logits
-    noise = _draw(uniform, (pairs, *q.batch_shape, *q.event_shape), logits)
+    noise = _draw(name, uniform, (pairs, *q.batch_shape, *q.event_shape), logits)
     with torch.no_grad():
         first = (noise < torch.sigmoid(logits)).to(logits.dtype)  # b ~ q
         second = (noise > torch.sigmoid(-logits)).to(logits.dtype)  # b~ = b of 1 - u, ~ q

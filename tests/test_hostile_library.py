@@ -335,3 +335,118 @@ def test_an_ema_baseline_kept_for_one_batch_is_refused_on_another():
     runs = EmaBaseline(batch_dims=1)  # (R, B) with B changing: the (R, 1) averages still fit
     _call("score_function", QUADRATIC, _gaussian(batch=(2, 5)), baseline=runs)
     _call("score_function", QUADRATIC, _gaussian(batch=(2, 3)), baseline=runs)
+
+
+# ------------------------------------------------------------------------------------------------
+# The options of the estimators of discrete latents
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [-0.5, 0, 0.0, math.inf, math.nan, "a", None, True])
+@pytest.mark.parametrize("name", ["gumbel_softmax", "straight_through", "rebar"])
+def test_a_temperature_that_is_not_a_positive_finite_number_is_refused(name, temperature):
+    # -0.5 flipped the sign of the gradient silently; 0 and NaN gave NaN blamed on the model.
+    set_validation(False)  # a Python number: checked whatever the switch
+    try:
+        _refused(lambda: _call(name, QUADRATIC, _bernoulli(), temperature=temperature),
+                 f"{name}: temperature must be a finite number > 0, got {temperature!r}")
+    finally:
+        set_validation(True)
+
+
+def test_a_tensor_temperature_is_scanned_while_validation_is_on():
+    temperature = torch.tensor([0.5, -0.5])
+    _refused(lambda: _call("gumbel_softmax", QUADRATIC, _bernoulli(), temperature=temperature),
+             "gumbel_softmax: temperature must be a finite number > 0, got -0.5")
+    _call("gumbel_softmax", QUADRATIC, _bernoulli(), temperature=torch.tensor([[0.5], [1.0]]))
+
+
+@pytest.mark.parametrize("eta", [math.nan, math.inf, -math.inf, "a"])
+def test_an_eta_that_is_not_a_finite_number_is_refused(eta):
+    _refused(lambda: _call("rebar", QUADRATIC, _bernoulli(), eta=eta),
+             f"rebar: eta must be a finite number, got {eta!r}")
+    _call("rebar", QUADRATIC, _bernoulli(), eta=-0.5)  # any finite eta keeps rebar unbiased
+
+
+def test_relax_refuses_a_state_whose_eta_or_temperature_is_not_finite():
+    from estimators import RelaxControlVariate
+
+    for what, value in (("temperature", math.inf), ("temperature", math.nan),
+                        ("temperature", 0.0), ("temperature", "a"), ("eta", math.nan),
+                        ("eta", math.inf)):
+        _refused(lambda: RelaxControlVariate(**{what: value}),
+                 f"RelaxControlVariate: {what} must be a finite number", error=ValueError)
+    state = RelaxControlVariate()
+    with torch.no_grad():
+        state.eta.fill_(math.nan)  # where a training step too far leaves it
+    _refused(lambda: _call("relax", QUADRATIC, _bernoulli(), state=state),
+             "relax: state.eta must be a finite number, got nan")
+    state = RelaxControlVariate()
+    with torch.no_grad():
+        state.log_temperature.fill_(1e4)
+    _refused(lambda: _call("relax", QUADRATIC, _bernoulli(), state=state),
+             "relax: state's temperature (exp of state.log_temperature) must be a finite number "
+             "> 0, got inf")
+
+
+@pytest.mark.parametrize("name", ["gumbel_softmax", "rebar", "relax", "arm"])
+@pytest.mark.parametrize("value", [1.5, -0.25, math.nan])
+def test_a_uniform_option_that_draws_outside_the_unit_interval_is_refused(name, value):
+    # Values above 1 were clamped silently; NaN was blamed on the model.
+    def uniform(shape):
+        return torch.full(shape, value)
+
+    _refused(lambda: _call(name, QUADRATIC, _bernoulli(), uniform=uniform),
+             f"{name}: uniform(", "returned values outside [0, 1] or NaN",
+             "it must draw uniforms in (0, 1)")
+    _call(name, QUADRATIC, _bernoulli(), uniform=lambda shape: torch.zeros(shape))  # [0, 1): ok
+    _refused(lambda: _call(name, QUADRATIC, _bernoulli(), uniform=0.5),
+             f"{name}: uniform must be a function shape -> tensor of uniforms, got float")
+
+
+def test_relax_refuses_a_network_of_another_input_width_naming_the_width_it_needs():
+    from estimators import RelaxControlVariate
+
+    q = _bernoulli(3)
+    _refused(lambda: _call("relax", QUADRATIC, q, state=RelaxControlVariate.with_network(5)),
+             "relax: state's network takes 5 inputs, but its inputs here have width 3 (q's event "
+             "(3,) flattened)", "RelaxControlVariate.with_network(3)")
+    context = torch.zeros(4)
+    _refused(lambda: _call("relax", QUADRATIC, q, state=RelaxControlVariate.with_network(3),
+                           context=context),
+             "width 7 (q's event (3,) flattened and the context's 4 columns)")
+
+    class Custom(nn.Module):  # no first Linear to read the width from: found when it fails
+        def __init__(self, inputs, outputs=1):
+            super().__init__()
+            self.inner = nn.Linear(inputs, outputs)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    _refused(lambda: _call("relax", QUADRATIC, q, state=RelaxControlVariate(Custom(5))),
+             "relax: state's network failed (mat1 and mat2 shapes cannot be multiplied",
+             "with_network(3)")
+    _refused(lambda: _call("relax", QUADRATIC, q, state=RelaxControlVariate(Custom(3, 2))),
+             "relax: state's network must map (..., 3) to (..., 1)")
+    _refused(lambda: _call("relax", QUADRATIC, q,
+                           state=RelaxControlVariate.with_network(3).to(torch.float32)),
+             "relax: state's network cannot take q's torch.float64 values",
+             "state.to(torch.float64)")
+
+
+@pytest.mark.parametrize("max_outcomes, shown", [
+    ("x", "'x'"), (2.5, "2.5"), (0, "0"), (True, "True"), (10**400, "10000000000000000000...")])
+def test_max_outcomes_that_is_not_a_usable_int_is_refused(max_outcomes, shown):
+    _refused(lambda: _call("enumeration", QUADRATIC, _bernoulli(), max_outcomes=max_outcomes),
+             "enumeration: max_outcomes must be an int in 1..2147483647", f"got {shown}")
+
+
+def test_enumeration_of_far_too_many_outcomes_says_how_many():
+    # 2^2000 overflowed the float that formatted the message; 2^70 with max_outcomes 10^30
+    # overflowed torch's element count.
+    _refused(lambda: _call("enumeration", QUADRATIC, _bernoulli(2000)),
+             "enumeration: q has 2^2000 = about 1e602 outcomes per batch entry, more than "
+             "max_outcomes=4096")
+    _refused(lambda: _call("enumeration", QUADRATIC, _bernoulli(70), max_outcomes=2**31 - 1),
+             "q has 2^70 = 1.18e+21 outcomes")
