@@ -49,8 +49,14 @@ def standard_weak_derivative_pairs(shape, dtype=None, device=None, *, coupled: b
     """(4, *shape): the standardised points e of mu + sigma e for (mean +, mean -, scale +, scale -).
 
     Drawn in that order (Weibull, Weibull unless coupled, double-sided Maxwell, then a uniform
-    factor if coupled, else a standard Normal).
+    factor if coupled, else a standard Normal). For a dtype narrower than float32 they are drawn
+    in float32 and rounded: torch has no half-precision Gamma sampler on the CPU (the Maxwell's
+    chi-square), and float32 and float64 draws are unchanged by it.
     """
+    narrow = dtype is not None and dtype.is_floating_point and torch.finfo(dtype).bits < 32
+    if narrow:
+        return standard_weak_derivative_pairs(shape, torch.float32, device,
+                                              coupled=coupled).to(dtype)
     options = {"dtype": dtype, "device": device}
     rayleigh = Weibull(torch.tensor(math.sqrt(2.0), **options), torch.tensor(2.0, **options))
     mean_plus = rayleigh.sample(shape)
