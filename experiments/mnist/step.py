@@ -144,18 +144,18 @@ class Stepper:
     """
 
     def __init__(self, group: Group, config: TrainConfig, device: torch.device, world: int,
-                 rank: int):
+                 rank: int, announce: bool = True):
         self.group, self.config, self.device, self.world = group, config, device, world
         runs = group.num_runs
         self.objective = GroupObjective(group, config.num_samples, config.estimator)
         blocker = capture_blocker(config, device, world) if config.capture else None
         self.capture = config.capture and blocker is None
-        if config.capture and rank == 0:
+        if config.capture and rank == 0 and announce:
             print(f"capture: skipped ({blocker}); running eagerly" if blocker else
                   "capture: each step runs as one CUDA graph (after 3 eager warm-up steps)",
                   file=sys.stderr)
         self.compiling = config.compile and compiles_on(device)
-        if config.compile and not self.compiling and rank == 0:
+        if config.compile and not self.compiling and rank == 0 and announce:
             print("compile: skipped on the CPU (it pays off on CUDA only)", file=sys.stderr)
 
         adam = {"eps": 1e-4} if config.schedule == "iwae" else {}  # Burda et al.'s Adam epsilon

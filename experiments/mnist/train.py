@@ -38,10 +38,12 @@ equal those of one process, to rounding; each rank keeps its own moving average 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +55,15 @@ from torch.distributions import Distribution
 from estimators import EmaBaseline
 from estimators.base import set_validation, validation_enabled
 
-from ..common import Timer, check_writable, metadata, progress, save_results, torch_threads
+from ..common import (Timer, check_writable, machine_free, metadata, progress, save_results,
+                      torch_threads)
 from .checkpoint import CheckpointError, load_checkpoint, remove_stale, save_checkpoint
 from .config import DTYPES, TrainConfig
 from .data import TEST_SEED, DeviceDataset, MnistError, load_mnist
+from ..replicated import NVIL
 from .group import Group, NvilBaseline, build_group, test_bounds
-from .models import VAE
+from .lock import holding
+from .models import ARCHITECTURES, VAE
 from .schedule import IWAE_PASSES, iwae_schedule, learning_rate_at, total_steps
 from .step import Stepper
 from .streams import RunStreams
@@ -67,6 +72,11 @@ __all__ = ["TrainConfig", "TrainResult", "RunResult", "TrainState", "TrainingDiv
            "total_steps", "iwae_schedule", "IWAE_PASSES", "learning_rate_at", "NvilBaseline",
            "EmaBaseline", "load_checkpoint", "final_summary", "HISTORY_KEYS", "main"]
 
+# The one sentence that keeps the two bounds a run reports apart.
+BOUNDS_NOTE = ("train_bound is each run's mean bound over its training steps since the previous "
+               "evaluation, on fresh minibatches while its parameters still moved (for iwae, dreg "
+               "and vimco the K-sample bound); test_bound is the single-sample ELBO of its final "
+               "parameters on the test images: a train bound below the test bound is expected")
 HISTORY_KEYS = ("step", "examples_seen", "epoch", "train_bound", "test_bound", "wall_seconds",
                 "learning_rate")
 FINAL_KEYS = ("train_bound", "test_bound")  # the final numbers of a run's history
@@ -188,6 +198,67 @@ def _writable_checkpoint(path: Path) -> None:
         raise ValueError(f"{error}; choose another --checkpoint") from None
 
 
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` now (None where it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if count < 1000 or unit == "PB":
+            return f"{count:.3g} {unit}"
+        count /= 1000
+
+
+def memory_per_run(config: TrainConfig, num_images: int) -> int:
+    """Bytes one run of a group holds at least: its parameters, their gradients and Adam's two
+    moments, a block of its minibatch draws (:mod:`~experiments.mnist.streams`) and its
+    permutation of the training images. An underestimate (activations are left out), so that a
+    refusal is never wrong."""
+    from .streams import block_steps
+
+    with torch.device("meta"):  # counted, not allocated
+        modules = [VAE(ARCHITECTURES[config.architecture](config.latent),
+                       likelihood=config.likelihood)]
+        if config.estimator == NVIL:
+            modules.append(NvilBaseline())
+    parameters = sum(p.numel() for module in modules for p in module.parameters())
+    size = DTYPES[config.dtype].itemsize
+    steps = min(block_steps(config.batch_size, 784), max(num_images // config.batch_size, 1))
+    draws = steps * config.batch_size * (784 + config.num_samples * config.latent)
+    return 4 * parameters * size + draws * size + 8 * num_images
+
+
+def check_memory(config: TrainConfig, device: torch.device, num_images: int | None = None):
+    """Refuse, in one line and before anything is built, ``num_runs`` that cannot fit in the
+    memory free on ``device`` (an over-large group otherwise spent minutes building its runs
+    before failing, or swapped)."""
+    num_images = num_images or config.train_size or 60_000
+    per_run = memory_per_run(config, num_images)
+    free = _free_memory(device)
+    if free is None or per_run * config.num_runs <= free:
+        return
+    fits = free // per_run
+    raise ValueError(f"num_runs {config.num_runs} needs at least "
+                     f"{_bytes(per_run * config.num_runs)} of memory ({_bytes(per_run)} a run: "
+                     f"parameters, gradients, Adam's moments, minibatch draws), more than the "
+                     f"{_bytes(free)} free on {device}; "
+                     + (f"use at most {fits} runs per group (--num-runs)" if fits else
+                        "even one run does not fit: use a smaller network or batch"))
+
+
 def _load_data(config: TrainConfig, train_data, test_images, device, dtype):
     if train_data is None:
         images, _ = load_mnist(config.data_dir or None, "train")
@@ -219,7 +290,8 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
           test_images: torch.Tensor | None = None,
           callback: Callable[[TrainState], None] | None = None, resume: bool = False,
           overwrite: bool = False, time_limit: float | None = None,
-          distributed: bool = True) -> TrainResult:
+          distributed: bool = True, announce: bool = True,
+          checkpoint_locked: bool = False) -> TrainResult:
     """Train ``config.num_runs`` runs of ``config`` as one group; return each run's result.
 
     ``train_data`` and ``test_images`` (float (N, 784), as the VAE sees them) replace the MNIST
@@ -237,7 +309,13 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     False trains in this process alone even under torchrun (whose ranks then train groups of
     their own, as the paper programme does).
     ``config.capture`` falls back to eager steps, with a one-line note on stderr, where the step
-    cannot be captured or capturing it fails.
+    cannot be captured or capturing it fails; ``announce`` False leaves out the note of what
+    capture and compile will do (a caller that trains many groups says it once), not that of a
+    failure. With ``config.checkpoint``, the checkpoint's lock (:mod:`~experiments.mnist.lock`)
+    is held for the whole training: a second trainer on the same path is refused at once
+    (``checkpoint_locked``: the caller holds it already, for work of its own around the training).
+    ``num_runs`` whose networks, Adam states and minibatch draws cannot fit in the device's free
+    memory are refused before anything is built (:func:`check_memory`).
     """
     config.validate()
     rank, world = _distributed() if distributed else (0, 1)
@@ -249,9 +327,27 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     checkpoint_path = Path(config.checkpoint) if config.checkpoint else None
     if resume and checkpoint_path is None:
         raise ValueError("resume needs a checkpoint file; pass --checkpoint FILE")
+    if checkpoint_path is not None:
+        if checkpoint_path.is_dir():
+            raise ValueError(f"the checkpoint {checkpoint_path} is a folder; give --checkpoint a "
+                             f"file, e.g. {checkpoint_path / 'run.pt'}")
+        _writable_checkpoint(checkpoint_path)
+    check_memory(config, device, len(train_data) if train_data is not None else None)
+    # Held from before the first look at the checkpoint to the end: a second trainer on the same
+    # path is refused, and the temporary files found beside it are nobody's.
+    lock = (holding(checkpoint_path, f"the checkpoint {checkpoint_path}",
+                    "wait for that training to end, or choose another --checkpoint path")
+            if checkpoint_path is not None and rank == 0 and not checkpoint_locked
+            else contextlib.nullcontext())
+    with lock:
+        return _train(config, train_data, test_images, callback, resume, overwrite, time_limit,
+                      rank, world, device, dtype, checkpoint_path, announce)
+
+
+def _train(config, train_data, test_images, callback, resume, overwrite, time_limit, rank, world,
+           device, dtype, checkpoint_path, announce) -> TrainResult:
     saved = None
     if checkpoint_path is not None:
-        _writable_checkpoint(checkpoint_path)
         if rank == 0:
             remove_stale(checkpoint_path)
         if resume:
@@ -266,7 +362,7 @@ def train(config: TrainConfig, *, train_data: DeviceDataset | None = None,
     train_data, test_images = _load_data(config, train_data, test_images, device, dtype)
 
     group = build_group(config, device, dtype)
-    stepper = Stepper(group, config, device, world, rank)
+    stepper = Stepper(group, config, device, world, rank, announce=announce)
     streams = RunStreams(train_data, config.seeds, config.batch_size, config.num_samples,
                          config.latent)
     steps_per_epoch = streams.steps_per_epoch
@@ -517,7 +613,7 @@ def main(argv=None) -> dict:
         if args.threads < 0:
             raise ValueError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
         if args.out is not None:
-            _writable_out(args.out)
+            _writable_out(args.out, config.checkpoint)
         with Timer() as timer, torch_threads(args.threads):
             result = train(config, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, MnistError, FileNotFoundError, TrainingDiverged) as error:
@@ -533,18 +629,31 @@ def main(argv=None) -> dict:
                  for key, v in final.items()}
         print(json.dumps({"estimator": config.estimator, "mode": result.mode,
                           "num_runs": config.num_runs, "diverged": result.diverged, **shown}))
+        print(BOUNDS_NOTE, file=sys.stderr)
         if args.out is not None:
-            meta = metadata(config, "mnist-train", timer.seconds, "experiments.mnist.train", argv)
+            # Where this machine keeps its files is no part of what was computed.
+            recorded = config.replace(checkpoint=machine_free(config.checkpoint),
+                                      data_dir=machine_free(config.data_dir))
+            meta = metadata(recorded, "mnist-train", timer.seconds, "experiments.mnist.train",
+                            argv)
             save_results(args.out, {"runs": [{"seed": run.seed, "history": run.history,
                                               "diverged_at": run.diverged_at}
                                              for run in result.runs],
-                                    "final": final, "diverged": result.diverged}, meta)
+                                    "final": final, "diverged": result.diverged,
+                                    "note": BOUNDS_NOTE}, meta)
     return {"runs": histories, "final": final}
 
 
-def _writable_out(path: Path) -> None:
-    """Refuse, before training, a results file that could not be written."""
-    check_writable(Path(path).parent, "the folder of --out")
+def _writable_out(path: Path, checkpoint: str) -> None:
+    """Refuse, before training, a results file that could not be written or would replace the
+    checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a file, e.g. {path / 'history.json'}")
+    if checkpoint and path.resolve() == Path(checkpoint).resolve():
+        raise ValueError(f"--out and --checkpoint are the same file ({path}): the results would "
+                         "replace the checkpoint; give them different paths")
+    check_writable(path.parent, "the folder of --out")
 
 
 if __name__ == "__main__":
