@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import types
 import warnings
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .base import ElboEstimate
+from .base import ElboEstimate, EstimatorError
 
 __all__ = [
     "batch_mean",
@@ -73,6 +74,9 @@ def chunk_sizes(total: int, chunk: int | None) -> list[int]:
     Each is ``chunk`` (the last the rest) except where that would leave a single replicate: then
     that pass takes one fewer, or, with ``chunk`` 2, one more (an odd total ends with a 3).
     """
+    if chunk is not None and (isinstance(chunk, bool)
+                              or not isinstance(chunk, numbers.Integral)):
+        raise ValueError(f"chunk must be an int (or None), got {chunk!r}")
     if chunk is not None and chunk < 2:
         raise ValueError(f"chunk must be >= 2 (no pass may hold a single replicate), got {chunk}")
     if chunk is None or chunk >= total:
@@ -117,8 +121,7 @@ def replicate_gradients(
     each (estimator, build, shape) compiles for seconds. It pays when the same measurement is
     repeated (a benchmark, a long sweep with one build); the eager pass is the default.
     """
-    if num_replicates < 2:
-        raise ValueError(f"num_replicates must be >= 2 to estimate a variance, got {num_replicates}")
+    _check_request(lambda_params, theta_params, num_replicates, num_samples)
     one_pass = _compiled_one_pass if compile else _one_pass
     parts = []
     for size in chunk_sizes(num_replicates, chunk):
@@ -133,6 +136,33 @@ def replicate_gradients(
         lambda_={n: torch.cat([p.lambda_[n] for p in parts]) for n in parts[0].lambda_},
         theta={n: torch.cat([p.theta[n] for p in parts]) for n in parts[0].theta},
     )
+
+
+def _check_request(lambda_params, theta_params, num_replicates, num_samples) -> None:
+    """Refuse, in one line and before any pass, what replicate_gradients cannot do."""
+    if isinstance(num_replicates, bool) or not isinstance(num_replicates, numbers.Integral):
+        raise EstimatorError(f"num_replicates must be an int >= 2, got {num_replicates!r}")
+    if num_replicates < 2:
+        raise EstimatorError(f"num_replicates must be >= 2 to estimate a variance, got "
+                             f"{num_replicates}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise EstimatorError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    groups = (("lambda_params", lambda_params), ("theta_params", theta_params or {}))
+    for group, params in groups:
+        if not isinstance(params, Mapping):
+            raise EstimatorError(f"{group} must be a dict of name -> tensor, got "
+                                 f"{type(params).__name__}")
+        for name, value in params.items():
+            if not torch.is_tensor(value) or not value.is_floating_point():
+                got = f"dtype {value.dtype}" if torch.is_tensor(value) else type(value).__name__
+                raise EstimatorError(f"{group}[{name!r}] must be a floating tensor (a parameter "
+                                     f"to differentiate), got {got}")
+    # The gradients are reported by name: a name in both would report theta's under lambda's.
+    shared = sorted(map(repr, set(lambda_params) & set(theta_params or {})))
+    if shared:
+        raise EstimatorError(f"lambda_params and theta_params both name {', '.join(shared)}; "
+                             "give each parameter one name (the gradients are reported by name, "
+                             "so one would be reported as the other)")
 
 
 def _one_pass(estimator, build, lambda_params, theta_params, num_replicates, num_samples,
@@ -356,6 +386,36 @@ def group_summary(grads: Mapping[str, torch.Tensor]) -> dict:
     }
 
 
+def _check_exact(group: str, exact, params: Mapping) -> None:
+    """An exact gradient for each name given, of a shape that fits: a misspelt name was ignored
+    (no bias reported, no error), a wrong shape failed after the whole replication."""
+    if exact is None:
+        return
+    if not isinstance(exact, Mapping):
+        raise EstimatorError(f"{group} must be a dict of name -> exact gradient, got "
+                             f"{type(exact).__name__}")
+    for name, value in exact.items():
+        if name not in params:
+            known = ", ".join(map(repr, params)) or "none"
+            raise EstimatorError(f"{group} names {name!r}, which is not a parameter of the "
+                                 f"group (its names: {known})")
+        try:
+            if isinstance(value, (bool, str, bytes)):
+                raise TypeError
+            shape = torch.as_tensor(value, dtype=torch.float64).shape
+        except (TypeError, ValueError, RuntimeError):
+            raise EstimatorError(f"{group}[{name!r}] must be a tensor or a number, got "
+                                 f"{type(value).__name__}") from None
+        target = params[name].shape
+        try:
+            fits = torch.broadcast_shapes(shape, target) == target
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise EstimatorError(f"{group}[{name!r}] has shape {tuple(shape)}, which does not "
+                                 f"broadcast to the parameter's shape {tuple(target)}")
+
+
 def diagnose(
     estimator: Callable,
     build: Callable,
@@ -368,7 +428,14 @@ def diagnose(
     exact_theta: Mapping[str, torch.Tensor] | None = None,
     **options,
 ) -> dict[str, dict[str, ParameterStatistics]]:
-    """Replicate gradients and summarise them: ``{"lambda": {name: stats}, "theta": {...}}``."""
+    """Replicate gradients and summarise them: ``{"lambda": {name: stats}, "theta": {...}}``.
+
+    ``exact_lambda`` and ``exact_theta`` map parameter names to their exact gradients (a tensor
+    that broadcasts to the parameter's shape, or a number), for the bias and its z-score."""
+    _check_request(lambda_params, theta_params, num_replicates, num_samples)
+    for group, exact, params in (("exact_lambda", exact_lambda, lambda_params),
+                                 ("exact_theta", exact_theta, theta_params or {})):
+        _check_exact(group, exact, params)
     grads = replicate_gradients(estimator, build, lambda_params, theta_params,
                                 num_replicates=num_replicates, num_samples=num_samples, **options)
     exact_lambda, exact_theta = exact_lambda or {}, exact_theta or {}

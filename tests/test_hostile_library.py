@@ -477,3 +477,80 @@ def test_measure_valued_takes_a_half_precision_q(name, dtype):
     torch.manual_seed(0)
     wide = module.standard_weak_derivative_pairs((3, 2), torch.float32)
     assert torch.equal(narrow, wide.to(dtype))
+
+
+# ------------------------------------------------------------------------------------------------
+# diagnose and replicate_gradients
+# ------------------------------------------------------------------------------------------------
+
+
+def _conjugate_build(lam, theta):
+    from estimators.targets import ConjugateGaussian
+
+    prior_loc = theta.get("prior_loc", theta.get("loc"))
+    return (ConjugateGaussian(torch.tensor([0.5, -1.0]), prior_loc),
+            Independent(Normal(lam["loc"], lam["log_scale"].exp()), 1))
+
+
+LAMBDA = {"loc": torch.zeros(2), "log_scale": torch.zeros(2)}
+
+
+def _diagnose(lambda_params=LAMBDA, theta_params=None, **options):
+    from estimators.diagnostics import diagnose
+
+    options = {"num_replicates": 4, "num_samples": 1, **options}
+    return diagnose(ESTIMATORS["score_function"], _conjugate_build, lambda_params,
+                    {"prior_loc": torch.zeros(2)} if theta_params is None else theta_params,
+                    **options)
+
+
+def test_a_name_in_both_lambda_and_theta_is_refused():
+    # The README's example with theta {"loc": ...}: lambda's loc came out as theta's gradient.
+    from estimators.diagnostics import replicate_gradients
+
+    _refused(lambda: _diagnose(theta_params={"loc": torch.zeros(2)}),
+             "lambda_params and theta_params both name 'loc'; give each parameter one name")
+    _refused(lambda: replicate_gradients(ESTIMATORS["pathwise"], _conjugate_build, LAMBDA,
+                                         {"loc": torch.zeros(2)}, num_replicates=4,
+                                         num_samples=1), "both name 'loc'")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"num_replicates": 2.5}, "num_replicates must be an int >= 2, got 2.5"),
+    ({"num_replicates": "10"}, "num_replicates must be an int >= 2, got '10'"),
+    ({"num_replicates": True}, "num_replicates must be an int >= 2, got True"),
+    ({"num_replicates": 1}, "num_replicates must be >= 2 to estimate a variance, got 1"),
+    ({"num_samples": "1"}, "num_samples must be an int >= 1, got '1'"),
+    ({"chunk": "2"}, "chunk must be an int (or None), got '2'"),
+    ({"lambda_params": {"loc": "a", "log_scale": torch.zeros(2)}},
+     "lambda_params['loc'] must be a floating tensor (a parameter to differentiate), got str"),
+    ({"lambda_params": {"loc": [0.0, 0.0], "log_scale": torch.zeros(2)}},
+     "lambda_params['loc'] must be a floating tensor"),
+    ({"lambda_params": {"loc": torch.zeros(2, dtype=torch.long), "log_scale": torch.zeros(2)}},
+     "lambda_params['loc'] must be a floating tensor (a parameter to differentiate), got dtype "
+     "torch.int64"),
+    ({"lambda_params": [torch.zeros(2)]}, "lambda_params must be a dict of name -> tensor, got "
+                                          "list"),
+    ({"exact_lambda": {"loc": torch.zeros(3)}},
+     "exact_lambda['loc'] has shape (3,), which does not broadcast to the parameter's shape (2,)"),
+    ({"exact_lambda": {"lco": torch.zeros(2)}},
+     "exact_lambda names 'lco', which is not a parameter of the group (its names: 'loc', "
+     "'log_scale')"),
+    ({"exact_theta": {"prior": torch.zeros(2)}}, "exact_theta names 'prior'"),
+    ({"exact_lambda": {"loc": "x"}}, "exact_lambda['loc'] must be a tensor or a number, got str"),
+    ({"exact_lambda": [0.0]}, "exact_lambda must be a dict of name -> exact gradient, got list"),
+])
+def test_diagnose_refuses_what_it_cannot_use_before_replicating(options, message, monkeypatch):
+    import estimators.diagnostics as diagnostics
+
+    passes = []
+    real = diagnostics._one_pass
+    monkeypatch.setattr(diagnostics, "_one_pass", lambda *a: passes.append(1) or real(*a))
+    _refused(lambda: _diagnose(**options), message, error=ValueError)
+    assert not passes  # before any replicate was drawn
+
+
+def test_diagnose_takes_exact_gradients_that_broadcast():
+    report = _diagnose(exact_lambda={"loc": 0.0, "log_scale": torch.zeros(1)},
+                       exact_theta={"prior_loc": [0.0, 0.0]})
+    assert report["lambda"]["loc"].z.shape == report["theta"]["prior_loc"].z.shape == (2,)
