@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch.distributions import (AffineTransform, Chi2, Distribution, Independent,
@@ -103,8 +103,29 @@ class InverseCDF(Distribution):
     def __init__(self, quantile: Callable[..., torch.Tensor], params: dict,
                  cdf: Callable[..., torch.Tensor] | None = None,
                  support: constraints.Constraint = constraints.real, validate_args=None):
+        if not callable(quantile):
+            raise ValueError(f"InverseCDF: quantile must be a function Q(u, **params), got "
+                             f"{type(quantile).__name__}")
+        if cdf is not None and not callable(cdf):
+            raise ValueError(f"InverseCDF: cdf must be a function F(x, **params) or None, got "
+                             f"{type(cdf).__name__}")
+        if not isinstance(params, Mapping):
+            raise ValueError(f"InverseCDF: params must be a dict of name -> tensor (the keyword "
+                             f"arguments of quantile), got {type(params).__name__}")
+        converted = {}
+        for name, value in params.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"InverseCDF: parameter names must be identifiers (quantile's "
+                                 f"keywords), got {name!r}")
+            try:
+                if isinstance(value, (bool, str, bytes)):
+                    raise TypeError
+                converted[name] = _tensor(value)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"InverseCDF: params[{name!r}] must be a tensor or a number, "
+                                 f"got {type(value).__name__}") from None
         self.quantile, self._cdf_fn, self._support = quantile, cdf, support
-        self.params = {name: _tensor(value) for name, value in params.items()}
+        self.params = converted
         for name, value in self.params.items():
             if hasattr(type(self), name) or name in ("quantile", "params") or name[:1] == "_":
                 raise ValueError(f"InverseCDF: parameter name {name!r} clashes with an attribute")
@@ -254,10 +275,25 @@ def full_covariance_gaussian(loc, scale_tril, validate_args=None) -> Multivariat
     Requires:      scale_tril square, lower triangular, with a positive diagonal. Checked here
                    whatever the global validation setting, since a wrong L silently changes q.
     """
-    scale_tril = _tensor(scale_tril)
+    scale_tril, loc = _tensor(scale_tril), _tensor(loc)
     if scale_tril.dim() < 2 or scale_tril.shape[-1] != scale_tril.shape[-2]:
         raise ValueError(f"full_covariance_gaussian: scale_tril must be square (..., D, D), "
                          f"got {tuple(scale_tril.shape)}")
+    # torch accepts a loc (3,) with a scale_tril (2, 2), and fails only when sampled.
+    if loc.dim() < 1 or loc.shape[-1] != scale_tril.shape[-1]:
+        raise ValueError(f"full_covariance_gaussian: loc of shape {tuple(loc.shape)} and "
+                         f"scale_tril of shape {tuple(scale_tril.shape)} disagree on D; loc "
+                         "must be (..., D) for a scale_tril (..., D, D)")
+    try:
+        torch.broadcast_shapes(loc.shape[:-1], scale_tril.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"full_covariance_gaussian: the batch shapes of loc "
+                         f"{tuple(loc.shape[:-1])} and scale_tril {tuple(scale_tril.shape[:-2])} "
+                         "do not broadcast") from None
+    for what, value in (("loc", loc), ("scale_tril", scale_tril)):
+        if not torch.isfinite(value.detach()).all():  # NaN made "must be lower triangular"
+            raise ValueError(f"full_covariance_gaussian: {what} contains NaN or an infinite "
+                             "value")
     matrix = scale_tril.detach()
     if not torch.equal(matrix, matrix.tril()):
         raise ValueError("full_covariance_gaussian: scale_tril must be lower triangular "

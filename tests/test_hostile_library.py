@@ -554,3 +554,48 @@ def test_diagnose_takes_exact_gradients_that_broadcast():
     report = _diagnose(exact_lambda={"loc": 0.0, "log_scale": torch.zeros(1)},
                        exact_theta={"prior_loc": [0.0, 0.0]})
     assert report["lambda"]["loc"].z.shape == report["theta"]["prior_loc"].z.shape == (2,)
+
+
+# ------------------------------------------------------------------------------------------------
+# The families of seed section 6
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loc, scale_tril, message", [
+    (torch.zeros(2), torch.tensor([[math.nan, 0.0], [0.0, 1.0]]),
+     "scale_tril contains NaN or an infinite value"),  # was "must be lower triangular"
+    (torch.zeros(2), torch.tensor([[1.0, 0.0], [math.inf, 1.0]]),
+     "scale_tril contains NaN or an infinite value"),
+    (torch.tensor([math.nan, 0.0]), torch.eye(2), "loc contains NaN or an infinite value"),
+    (torch.zeros(3), torch.eye(2), "loc of shape (3,) and scale_tril of shape (2, 2) disagree "
+                                   "on D"),  # was accepted, to fail when sampled
+    (torch.zeros(()), torch.eye(2), "loc of shape () and scale_tril of shape (2, 2)"),
+    (torch.zeros(3, 2), torch.eye(2).expand(4, 2, 2), "the batch shapes of loc (3,) and "
+                                                      "scale_tril (4,) do not broadcast"),
+])
+def test_full_covariance_gaussian_names_what_is_wrong_with_its_arguments(loc, scale_tril,
+                                                                          message):
+    from estimators import full_covariance_gaussian
+
+    _refused(lambda: full_covariance_gaussian(loc, scale_tril),
+             f"full_covariance_gaussian: {message}", error=ValueError)
+
+
+def _exponential_quantile(u, rate):
+    return -torch.log1p(-u) / rate
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((_exponential_quantile, [1.0]), "params must be a dict of name -> tensor (the keyword "
+                                     "arguments of quantile), got list"),
+    ((_exponential_quantile, [("rate", 1.0)]), "params must be a dict of name -> tensor"),
+    ((_exponential_quantile, {"rate": "a"}), "params['rate'] must be a tensor or a number, got "
+                                             "str"),
+    ((_exponential_quantile, {1: 1.0}), "parameter names must be identifiers"),
+    ((3, {"rate": 1.0}), "quantile must be a function Q(u, **params), got int"),
+])
+def test_inverse_cdf_names_what_is_wrong_with_its_arguments(arguments, message):
+    from estimators import InverseCDF
+
+    _refused(lambda: InverseCDF(*arguments), f"InverseCDF: {message}", error=ValueError)
+    InverseCDF(_exponential_quantile, {"rate": [1.0, 2.0]})  # what torch.as_tensor takes
