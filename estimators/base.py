@@ -83,9 +83,11 @@ _VALIDATE = True
 
 
 def set_validation(enabled: bool) -> None:
-    """Turn the scans of values (NaN or infinite parameters, NaN log densities) on or off for
-    speed-critical loops: each reads a value back from the device. The checks of types and
-    shapes, which cost nothing, always run."""
+    """Turn the scans of values on or off for speed-critical loops: each reads a value back from
+    the device. They look for NaN or infinite values in q's parameters, in what the model
+    returns, in a tensor baseline, in a tensor temperature or eta and RELAX's state, and for
+    values outside [0, 1] from a ``uniform=`` option. The checks of types, shapes and Python
+    numbers, which cost nothing, always run."""
     global _VALIDATE
     _VALIDATE = bool(enabled)
 
