@@ -595,9 +595,10 @@ def save_figure(fig, paths: Paths, name: str, results_path: Path, script: str) -
         source = Path(results_path).resolve().relative_to(paths.root.resolve())
     except ValueError:
         source = Path(results_path).name
-    # Below everything the figure holds (bbox_inches="tight" makes room for it), so that it never
-    # sits on an axis label.
-    fig.text(0.995, -0.01, f"{script} -> {source.as_posix()}", ha="right", va="top", fontsize=6,
+    # Above everything the figure holds (bbox_inches="tight" makes room for it), so that it never
+    # sits on a label or a legend. Not below: a legend placed "outside lower" by the constrained
+    # layout moves down onto it when the tight bounding box is applied.
+    fig.text(0.995, 1.0, f"{script} -> {source.as_posix()}", ha="right", va="bottom", fontsize=6,
              color="0.5")
     import matplotlib.pyplot as plt
 

@@ -392,8 +392,6 @@ def run(config: Config, paths) -> dict:
 # Figures
 # --------------------------------------------------------------------------------------------
 
-_MARKERS = {"score_function": "o", "score_function_optimal": "s", "pathwise": "^",
-            "measure_valued": "D", "measure_valued_coupled": "v"}
 _PARAM_LABEL = {"loc": "μ", "scale": "σ"}
 
 
@@ -405,16 +403,15 @@ def plot(results: dict, results_path, paths) -> list:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import NullFormatter
 
-    from .style import color, rc_context
+    from .style import estimator_style, legend_handle, rc_context
 
     data = results["data"]
     mu, sigma, num_samples = data["loc"], data["scale"], data["num_samples"]
     written = []
     for family, part in data["families"].items():
         with rc_context():
-            fig, axes = plt.subplots(1, 3, figsize=(14, 4.8), layout="constrained",
+            fig, axes = plt.subplots(1, 3, figsize=(10.4, 4.1), layout="constrained",
                                      gridspec_kw={"width_ratios": [0.8, 1, 1]})
-            fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
             # (a) the cost for three k, over the density it is averaged under
             ax = axes[0]
             ill = part["illustration"]
@@ -432,23 +429,26 @@ def plot(results: dict, results_path, paths) -> list:
             ax.patch.set_visible(False)
             ax.set_xlabel("x")
             ax.set_ylabel(f"f(x; k) = {part['label']}")
-            ax.set_title(f"cost; shaded: N(x; μ = {mu:g}, σ² = {sigma ** 2:g})")
-            ax.legend(loc="upper center", frameon=False, ncol=3, fontsize=8)
+            ax.set_title(f"(a) the cost; shaded: N(x; {mu:g}, {sigma ** 2:g})")
+            ax.legend(loc="upper center", frameon=False, ncol=3, fontsize=7.5,
+                      handlelength=1.2, columnspacing=0.8)
             ax.set_ylim(top=ax.get_ylim()[1] * 1.15)
 
             # (b, c) K x variance against k
             k_curve, k_points = np.asarray(part["k_curve"]), np.asarray(part["k_points"])
-            for ax, p in zip(axes[1:], PARAMETERS):
+            for ax, p, letter in zip(axes[1:], PARAMETERS, "bc"):
                 for name in ESTIMATOR_NAMES:
+                    style = estimator_style(name)
                     exact = np.asarray(part["exact_curve"][name][p])
-                    ax.plot(k_curve, exact, color=color(name), linewidth=1.6)
+                    ax.plot(k_curve, exact, color=style["color"], linestyle=style["linestyle"],
+                            linewidth=1.4)
                     row = part["measured"][name][p]
                     ax.errorbar(k_points, row["variance"], yerr=2 * np.asarray(row["variance_se"]),
-                                linestyle="none", marker=_MARKERS[name], markersize=5,
-                                color=color(name), markerfacecolor="white", capsize=2.5,
-                                elinewidth=1.0)
-                ax.plot(k_curve, part["exact_curve"][IDEAL][p], color=color("score_function_optimal"),
-                        linestyle="--", linewidth=1.3)
+                                linestyle="none", marker=style["marker"], markersize=4.5,
+                                color=style["color"], markerfacecolor="white", capsize=2,
+                                elinewidth=0.9)
+                ax.plot(k_curve, part["exact_curve"][IDEAL][p], color="0.35",
+                        linestyle=(0, (4, 2)), linewidth=1.1)
                 ax.set_yscale("log")
                 # Down to 1e-5 of the largest curve: a variance that is exactly zero at one k
                 # (measure_valued_coupled in mu at k = mu, quadratic) dips off the bottom.
@@ -464,16 +464,16 @@ def plot(results: dict, results_path, paths) -> list:
                     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
                     ax.xaxis.set_minor_formatter(NullFormatter())
                 ax.set_xlabel("k (cost parameter, dimensionless)")
-                ax.set_ylabel(f"K × Var[∂/∂{_PARAM_LABEL[p]} estimate]   (K = {num_samples})")
-                ax.set_title(f"gradient with respect to {_PARAM_LABEL[p]}")
-            handles = [Line2D([], [], color=color(n), marker=_MARKERS[n], markerfacecolor="white",
-                              label=n) for n in ESTIMATOR_NAMES]
-            handles.append(Line2D([], [], color=color("score_function_optimal"), linestyle="--",
+                ax.set_ylabel(f"K × Var[∂/∂{_PARAM_LABEL[p]} estimate], K = {num_samples}")
+                ax.set_title(f"({letter}) gradient with respect to {_PARAM_LABEL[p]}")
+            handles = [legend_handle(n, markerfacecolor="white") for n in ESTIMATOR_NAMES]
+            handles.append(Line2D([], [], color="0.35", linestyle=(0, (4, 2)), linewidth=1.1,
                                   label="ideal: exact per-parameter baseline b*"))
             fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
             fig.suptitle(f"Variance of gradient estimators of E[{part['label']}] under "
-                         f"N(μ = {mu:g}, σ = {sigma:g}).   Lines: exact (quadrature); points: "
-                         f"Monte Carlo, R = {data['num_replicates']}, ±2 s.e.", fontsize=11.5)
+                         f"N(μ = {mu:g}, σ = {sigma:g})\nlines: exact (quadrature); points: "
+                         f"Monte Carlo, R = {data['num_replicates']:,} estimates, ±2 s.e.",
+                         fontsize=10)
             written += save_figure(fig, paths, f"{NAME}-{family}", results_path,
                                    "experiments/cost_functions.py")
     return written

@@ -1,33 +1,71 @@
-"""One colour per estimator, so that every figure of every study reads the same way."""
+"""How every figure draws an estimator: one hue per family, one line style and marker per member.
+
+Twenty estimators do not stay apart in one palette of distinct colours (matplotlib's tab10 gave
+``pathwise_analytic_kl`` and ``vimco`` one brown). So each family of :data:`FAMILIES` (the score
+functions, the pathwise ones, the estimators of the K-sample bound, ...) has a hue of its own,
+and its members differ by shade, line style and marker: a reader tells the family at a glance
+and the member from the legend. Every registry entry belongs to exactly one family (a test
+checks it, so a new estimator gets its place here); labels built on a registry name (``iwae:5``,
+``score_function+nvil``) draw like it, or as the family's next member.
+"""
 
 from __future__ import annotations
 
+import colorsys
 import zlib
 
 from estimators import ESTIMATORS
 
-__all__ = ["COLORS", "RC_PARAMS", "color", "rc_context", "mean_and_se", "plot_band",
+__all__ = ["FAMILIES", "COLORS", "RC_PARAMS", "color", "estimator_style", "family_of",
+           "legend_handle", "plain_log_ticks", "rc_context", "mean_and_se", "plot_band",
            "paired_difference", "paired_summary"]
 
-# matplotlib's tab10 for the registry, then five of tab20b for the entries after the tenth, then
-# seven more of tab20b and tab20c for the estimators of discrete latents (each registry entry
-# keeps its index, so its colour); darker hues, far from those, for any other name.
-_REGISTRY_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-                     "#393b79", "#637939", "#843c39", "#b5cf6b", "#d6616b",
-                     "#e7ba52", "#6b6ecf", "#ce6dbd", "#8c6d31", "#000000",
-                     "#fd8d3c", "#756bb1"]
+# family -> (its hue, as a base colour; its members, in registry order). Hues far apart; the
+# exact sum is grey, the colour of the exact references the figures draw in black.
+FAMILIES = {
+    "score function": ("#1f64b4", ("score_function", "score_function_ema", "score_function_loo",
+                                   "score_function_optimal", "score_function_autodiff",
+                                   "score_function+nvil")),
+    "pathwise": ("#2a9a3a", ("pathwise", "pathwise_analytic_kl", "stl")),
+    "K-sample bound": ("#8a3fb0", ("iwae", "dreg", "vimco")),
+    "measure-valued": ("#9a8a10", ("measure_valued", "measure_valued_coupled")),
+    "relaxation": ("#e8730c", ("gumbel_softmax", "straight_through")),
+    "relaxed control variate": ("#d0306a", ("rebar", "relax")),
+    "antithetic": ("#139a94", ("arm", "disarm")),
+    "exact sum": ("#6e6e6e", ("enumeration",)),
+}
+# Member i of a family draws with the i-th line style and marker (the first solid with circles).
+LINE_STYLES = ["-", "--", ":", "-.", (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (3, 1))]
+MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
+def _shade(base: str, index: int, count: int) -> str:
+    """The family's hue at the member's lightness: darkest first, none as pale as to vanish."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    hue, lightness, saturation = colorsys.rgb_to_hls(*to_rgb(base))
+    if count > 1:
+        lightness = 0.32 + 0.15 * index / (count - 1)
+    return to_hex(colorsys.hls_to_rgb(hue, lightness, saturation))
+
+
+_STYLES = {}
+for _family, (_base, _members) in FAMILIES.items():
+    for _index, _name in enumerate(_members):
+        _STYLES[_name] = {"family": _family,
+                          "color": _shade(_base, _index, len(_members)),
+                          "linestyle": LINE_STYLES[_index % len(LINE_STYLES)],
+                          "marker": MARKERS[_index % len(MARKERS)]}
+
+COLORS = {name: _STYLES[name]["color"] for name in ESTIMATORS if name in _STYLES}
 _EXTRA_PALETTE = ["#000080", "#008080", "#800000", "#4b0082", "#daa520", "#2f4f4f",
                   "#ff1493", "#00ced1", "#a0522d", "#000000"]
 
-COLORS = {name: _REGISTRY_PALETTE[i % len(_REGISTRY_PALETTE)]
-          for i, name in enumerate(ESTIMATORS)}
-
 # Shared defaults: legible at the size the figures are shown in the README.
 RC_PARAMS = {
-    "font.size": 10,
-    "axes.titlesize": 11,
-    "axes.labelsize": 10,
+    "font.size": 9.5,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9.5,
     "legend.fontsize": 8.5,
     "axes.grid": True,
     "grid.alpha": 0.3,
@@ -43,11 +81,64 @@ def rc_context():
     return matplotlib.rc_context(RC_PARAMS)
 
 
+def _known(name: str) -> str | None:
+    """The registry (or family) name a label is built on: ``iwae:5`` -> ``iwae``."""
+    if name in _STYLES:
+        return name
+    base = name.split(":")[0]
+    return base if base in _STYLES else None
+
+
+def family_of(name: str) -> str | None:
+    known = _known(name)
+    return _STYLES[known]["family"] if known else None
+
+
+def estimator_style(name: str) -> dict:
+    """``color``, ``linestyle`` and ``marker`` of an estimator (or a label built on one); a
+    name of no family gets a colour of its own, stable across runs, solid with circles."""
+    known = _known(name)
+    if known:
+        return {key: _STYLES[known][key] for key in ("color", "linestyle", "marker")}
+    return {"color": _EXTRA_PALETTE[zlib.crc32(name.encode()) % len(_EXTRA_PALETTE)],
+            "linestyle": "-", "marker": "o"}
+
+
 def color(name: str) -> str:
-    """The colour of an estimator: fixed for registry names, stable for any other name."""
-    if name in COLORS:
-        return COLORS[name]
-    return _EXTRA_PALETTE[zlib.crc32(name.encode()) % len(_EXTRA_PALETTE)]
+    """The colour of an estimator: its family's hue at its own shade."""
+    return estimator_style(name)["color"]
+
+
+def legend_handle(name: str, label: str | None = None, **overrides):
+    """A legend entry that shows an estimator's line style and marker together."""
+    from matplotlib.lines import Line2D
+
+    style = dict(estimator_style(name), markersize=4.5, linewidth=1.4)
+    style.update(overrides)
+    return Line2D([], [], label=name if label is None else label, **style)
+
+
+def plain_log_ticks(ax, axis: str = "y") -> None:
+    """Label a log axis that spans less than about two decades with plain numbers (0.2, 0.5,
+    1, 2, 5) instead of matplotlib's 6×10⁰ minor labels; wider axes keep their powers of ten.
+    Call it after everything is drawn: it reads the axis's limits."""
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    which = ax.yaxis if axis == "y" else ax.xaxis
+    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    if which.get_scale() != "log" or not 0 < low < high or math.log10(high / low) > 2.2:
+        return
+    steps = (1, 2, 3, 5) if math.log10(high / low) < 1.2 else (1, 2, 5)
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)) - 1,
+                                          math.ceil(math.log10(high)) + 1)
+             for m in steps if low <= m * 10.0 ** e <= high]
+    if len(ticks) < 2:
+        return
+    which.set_major_locator(FixedLocator(ticks))
+    which.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    which.set_minor_formatter(NullFormatter())
 
 
 def mean_and_se(values):

@@ -328,11 +328,14 @@ def test_the_provenance_stamp_never_covers_an_axis_label(tmp_path, monkeypatch):
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.plot([1, 2], [3, 4])
     ax.set_xlabel("a long x label that reaches the right edge of the figure")
+    ax.set_title("a long title that reaches the right edge of the figure too")
+    fig.suptitle("and a suptitle above it that is wider still, edge to edge")
     common.save_figure(fig, common.Paths(tmp_path), "f", tmp_path / "r.json", "script.py")
     renderer = fig.canvas.get_renderer()
     stamp = fig.texts[-1].get_window_extent(renderer)
-    label = ax.xaxis.label.get_window_extent(renderer)
-    assert stamp.y1 <= label.y0  # wholly below the label
+    for text in (ax.xaxis.label, ax.yaxis.label, ax.title, fig._suptitle):
+        if text is not None and text.get_text():
+            assert not stamp.overlaps(text.get_window_extent(renderer)), text.get_text()
 
 
 # ------------------------------------------------------------------------------------------------
