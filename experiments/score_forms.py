@@ -198,7 +198,6 @@ def run(config: Config, paths) -> dict:
 
 _PARAM_LABEL = {"loc": "μ", "scale": "σ"}
 _LINE_STYLE = {"posterior": "-", "narrow": "--"}
-_MARKERS = {"score_function": "o", "score_function_autodiff": "s"}
 
 
 def plot(results: dict, results_path, paths) -> list:
@@ -208,22 +207,22 @@ def plot(results: dict, results_path, paths) -> list:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from .style import color, rc_context
+    from .style import estimator_style, plain_log_ticks, rc_context
 
     data = results["data"]
     with rc_context():
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
-        fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+        fig, axes = plt.subplots(1, 3, figsize=(10.4, 4.1), layout="constrained")
         for ax, (i, p) in zip(axes[:2], enumerate(PARAMETERS)):
             for line, part in data["lines"].items():
                 for name in FORMS:
+                    style = estimator_style(name)
                     ax.plot(part["offset_curve"], np.asarray(part["exact_curve"][name])[:, i],
-                            color=color(name), linestyle=_LINE_STYLE[line], linewidth=1.6)
+                            color=style["color"], linestyle=_LINE_STYLE[line], linewidth=1.4)
                     row = part["measured"][name][p]
                     ax.errorbar(part["offset_points"], row["variance"],
                                 yerr=2 * np.asarray(row["variance_se"]), linestyle="none",
-                                marker=_MARKERS[name], markersize=5, color=color(name),
-                                markerfacecolor="white", capsize=2.5, elinewidth=1.0)
+                                marker=style["marker"], markersize=4.5, color=style["color"],
+                                markerfacecolor="white", capsize=2, elinewidth=0.9)
             ax.axvline(0.0, color="0.6", linewidth=0.8)
             ax.set_yscale("log")
             ax.set_xlabel("(μ − posterior mean) / posterior s.d.")
@@ -236,7 +235,7 @@ def plot(results: dict, results_path, paths) -> list:
             ratio = (np.asarray(part["exact_curve"]["score_function_autodiff"])[:, i]
                      / np.asarray(part["exact_curve"]["score_function"])[:, i])
             ax.plot(part["shift_curve"], ratio, color="black",
-                    linestyle="-" if p == "loc" else "--", linewidth=1.6,
+                    linestyle="-" if p == "loc" else "--", linewidth=1.4,
                     label=f"∂/∂{_PARAM_LABEL[p]}, exact")
             seed = part["measured"]["score_function"][p]
             autodiff = part["measured"]["score_function_autodiff"][p]
@@ -245,24 +244,27 @@ def plot(results: dict, results_path, paths) -> list:
                                     np.asarray(seed["variance_se"]) / b)
             ax.errorbar(part["shift_points"], a / b, yerr=2 * se, linestyle="none",
                         marker="o" if p == "loc" else "s", color="black", markerfacecolor="white",
-                        capsize=2.5, label=f"∂/∂{_PARAM_LABEL[p]}, measured (±2 s.e.)")
+                        markersize=4.5, capsize=2, label=f"∂/∂{_PARAM_LABEL[p]}, measured ±2 s.e.")
         ax.axhline(1.0, color="0.6", linewidth=0.8)
         ax.set_yscale("log")
+        plain_log_ticks(ax)  # 0.2 ... 5, not 2×10⁻¹ ... 6×10⁰
         ax.set_xlabel("c added to log p(x, z)")
-        ax.set_ylabel("Var[score_function_autodiff] / Var[score_function]")
+        ax.set_ylabel("variance ratio, one sample:\nscore_function_autodiff / score_function")
         ax.set_title(f"(c) ratio at q = N({part['loc']:g}, {part['scale']:g}²)")
-        ax.legend(fontsize=8, frameon=False)
-        handles = [Line2D([], [], color=color(n), marker=_MARKERS[n], markerfacecolor="white",
-                          label=n) for n in FORMS]
+        ax.legend(fontsize=7.5, frameon=False)
+        handles = [Line2D([], [], color=estimator_style(n)["color"],
+                          marker=estimator_style(n)["marker"], markerfacecolor="white",
+                          linestyle="none", label=n) for n in FORMS]
         handles += [Line2D([], [], color="0.3", linestyle=_LINE_STYLE["posterior"],
                            label=f"σ = posterior s.d. ({data['posterior_scale']:.3g}): through "
                                  "the posterior at 0"),
                     Line2D([], [], color="0.3", linestyle=_LINE_STYLE["narrow"],
                            label=f"σ = {data['lines']['narrow']['scale']:g}")]
-        fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
-        fig.suptitle(f"z ~ N(0, 1), x | z ~ N(z, 1), x = {data['x']:g}; q = N(μ, σ²), K = 1.   "
-                     f"Lines: exact (quadrature); points: R = {data['num_replicates']} estimates, "
-                     "±2 s.e.", fontsize=11.5)
+        fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
+        fig.suptitle(f"z ~ N(0, 1), x | z ~ N(z, 1), x = {data['x']:g}; q = N(μ, σ²), K = 1\n"
+                     f"lines: exact (quadrature); points: R = {data['num_replicates']:,} "
+                     "estimates, ±2 s.e.; colour and marker: the estimator, line style: σ",
+                     fontsize=10)
         return save_figure(fig, paths, NAME, results_path, "experiments/score_forms.py")
 
 
