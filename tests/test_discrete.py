@@ -7,11 +7,12 @@ logits (lambda) and the model's parameters (theta).
 
 Statistical checks: fixed seeds, each marked ``statistical``; each test spends a
 1/STATISTICAL_BUDGET share of the suite's FALSE_POSITIVE_RATE = 1e-3 (conftest), split evenly
-(Bonferroni) across its coordinates by ``z_threshold``: a correct estimator fails one with
+(Bonferroni) across its coordinates (by ``z_threshold``, or by ``estimators.testing.
+check_unbiased``, which the unbiasedness checks go through): a correct estimator fails one with
 probability at most 1e-6. Each check has a deliberately wrong twin that must fail it: REBAR with
-z~ = z (a control variate that sees its own sample), DisARM with sigma(logits) for
-sigma(|logits|), ARM with the sign of its weight flipped, VIMCO held to the ELBO's gradient, a
-relaxation whose temperature is stuck (its bias cannot shrink), REBAR held to be biased.
+z~ = z (a control variate that sees its own sample; the other twins of the unbiasedness checks
+are in tests/test_unbiased.py), a relaxation whose temperature is stuck (its bias cannot shrink),
+REBAR held to be biased.
 """
 
 import copy
@@ -24,12 +25,12 @@ import torch
 from torch.distributions import (Bernoulli, Categorical, Independent, MixtureSameFamily, Normal,
                                  OneHotCategorical)
 
-from conftest import z_threshold
+from conftest import FALSE_POSITIVE_RATE, STATISTICAL_BUDGET, z_threshold
 from estimators import (ESTIMATORS, BernoulliWithNoise, EmaBaseline, EstimatorError,
                         RelaxControlVariate, q_kind, score_function)
 from estimators import discrete
-from estimators.base import log_mean_exp
 from estimators.diagnostics import gradient_statistics, replicate_gradients
+from estimators.testing import check_unbiased, enumerated_problem
 
 F64 = torch.float64  # module constants are made at import, before conftest's float64 default
 NUM_REPLICATES = 4000
@@ -130,12 +131,6 @@ def replicate(estimator, toy, num_samples, seed, **options):
     return {**grads.lambda_, **grads.theta}
 
 
-def z_scores(estimator, toy, num_samples, seed, **options):
-    exact = exact_gradient(toy)
-    grads = replicate(estimator, toy, num_samples, seed, **options)
-    return torch.cat([gradient_statistics(grads[n], exact[n]).z.flatten() for n in exact])
-
-
 def options_for(name, toy, num_samples, seed):
     """score_function_ema with a state carried from an earlier step; relax with a state."""
     build, lam, theta = TOYS[toy]
@@ -193,37 +188,42 @@ def test_enumeration_of_index_values_equals_that_of_one_hot_values():
 
 
 # --------------------------------------------------------------------------------------------
-# Unbiasedness against the exact gradient
+# Unbiasedness against the exact gradient, through estimators.testing
 # --------------------------------------------------------------------------------------------
+# Every unbiased entry on the reference problems of estimators.testing (three Bernoulli bits,
+# two categorical latents of three classes, a mixture's component choice), and the wrong twins
+# (REBAR's control variate seeing its own sample, DisARM with sigma of the logits for sigma of
+# their size, ARM with its weight reversed, VIMCO held to the ELBO's gradient), are checked in
+# tests/test_unbiased.py. Here: one latent of four classes, a OneHotCategorical of event (C,),
+# which those problems do not have, as a reference problem made from this file's toy.
+
+CATEGORICAL_TOY = enumerated_problem("categorical-toy", *TOYS["categorical"],
+                                     description="one latent of four classes")
+CHECK_SHARE = FALSE_POSITIVE_RATE / STATISTICAL_BUDGET  # what each statistical test may spend
+
+
+def test_the_categorical_toy_problem_is_the_sum_written_out():
+    exact = CATEGORICAL_TOY.exact_gradient()
+    expected = exact_gradient("categorical")
+    assert torch.allclose(exact["lambda"]["logits"], expected["logits"], rtol=1e-12, atol=1e-14)
+    assert torch.allclose(exact["theta"]["t"], expected["t"], rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.statistical
-@pytest.mark.parametrize("name,num_samples", unbiased_cases("bernoulli"))
-def test_unbiased_on_the_bernoulli_toy(name, num_samples):
-    z = z_scores(ESTIMATORS[name], "bernoulli", num_samples, seed=1,
-                 **options_for(name, "bernoulli", num_samples, seed=2))
-    assert z.numel() == 6
-    assert z.abs().max() < z_threshold(z.numel()), f"{name}: z = {z.tolist()}"
-
-
-@pytest.mark.statistical
-@pytest.mark.parametrize("name,num_samples", unbiased_cases("categorical"))
+@pytest.mark.parametrize("name,num_samples", unbiased_cases("categorical") + [("vimco", 5)])
 def test_unbiased_on_the_categorical_toy(name, num_samples):
-    z = z_scores(ESTIMATORS[name], "categorical", num_samples, seed=3,
-                 **options_for(name, "categorical", num_samples, seed=4))
-    assert z.numel() == 8
-    assert z.abs().max() < z_threshold(z.numel()), f"{name}: z = {z.tolist()}"
+    report = check_unbiased(ESTIMATORS[name], CATEGORICAL_TOY, num_samples=num_samples,
+                            num_replicates=2000, false_positive_rate=CHECK_SHARE, seed=3,
+                            **options_for(name, "categorical", num_samples, seed=4))
+    assert len(report.coordinates) == 8
+    assert report.passed, str(report)
 
 
 @pytest.mark.statistical
-@pytest.mark.parametrize("name,num_samples", unbiased_cases("categorical"))
-def test_unbiased_for_two_categorical_latents(name, num_samples):
-    # Event (D, C) = (2, 3): the conditional Gumbels of each latent given its own argmax (rebar,
-    # relax); log q summed over the latents (the score functions, which once refused this q).
-    z = z_scores(ESTIMATORS[name], "two-categoricals", num_samples, seed=5,
-                 **options_for(name, "two-categoricals", num_samples, seed=6))
-    assert z.numel() == 9
-    assert z.abs().max() < z_threshold(z.numel()), f"{name}: z = {z.tolist()}"
+def test_the_check_rejects_rebar_whose_control_variate_sees_its_own_sample_on_the_toy():
+    report = check_unbiased(rebar_without_the_conditional, CATEGORICAL_TOY, num_samples=1,
+                            num_replicates=2000, false_positive_rate=CHECK_SHARE, seed=3)
+    assert not report.passed, str(report)
 
 
 def test_every_unbiased_discrete_entry_is_checked():
@@ -240,67 +240,6 @@ def rebar_without_the_conditional(model, q, num_samples):
     return discrete._relaxed_control("rebar_wrong", model, q, num_samples, temperature=0.5,
                                      eta=1.0, uniform=None,
                                      conditional=lambda parts, b, noise, z: z)
-
-
-@pytest.mark.statistical
-@pytest.mark.parametrize("toy", ["bernoulli", "categorical"])
-def test_the_check_rejects_rebar_whose_control_variate_sees_its_own_sample(toy):
-    z = z_scores(rebar_without_the_conditional, toy, 1, seed=1 if toy == "bernoulli" else 3)
-    assert z.abs().max() > z_threshold(z.numel())
-
-
-def _antithetic_twin(weights):
-    return lambda model, q, num_samples: discrete._antithetic("twin", model, q, num_samples,
-                                                              None, weights)
-
-
-@pytest.mark.statistical
-def test_the_check_rejects_disarm_with_sigma_of_the_logits_for_sigma_of_their_size():
-    def wrong(noise, first, second, logits):
-        return 0.5 * (1 - 2 * second) * (first != second).to(logits.dtype) * torch.sigmoid(logits)
-
-    z = z_scores(_antithetic_twin(wrong), "bernoulli", 2, seed=1)
-    assert z.abs().max() > z_threshold(z.numel())
-
-
-@pytest.mark.statistical
-def test_the_check_rejects_arm_with_its_weight_reversed():
-    z = z_scores(_antithetic_twin(lambda noise, *rest: noise - 0.5), "bernoulli", 2, seed=1)
-    assert z.abs().max() > z_threshold(z.numel())
-
-
-def exact_two_sample_bound_gradient():
-    """The K = 2 importance-weighted bound of the Bernoulli toy: a sum over 8 x 8 outcomes."""
-    _, lam, theta = TOYS["bernoulli"]
-    logits = lam["logits"].clone().requires_grad_(True)
-    weights = theta["w"].clone().requires_grad_(True)
-    values = outcomes("bernoulli")
-    log_q = log_q_table("bernoulli", logits, values)
-    log_w = CubicModel(weights).log_joint(values) - log_q
-    bound = sum((log_q[i] + log_q[j]).exp() * log_mean_exp(torch.stack([log_w[i], log_w[j]]), 0)
-                for i in range(8) for j in range(8))
-    return dict(zip(["logits", "w"], torch.autograd.grad(bound, [logits, weights])))
-
-
-@pytest.fixture(scope="module")
-def vimco_replicates():
-    return replicate(ESTIMATORS["vimco"], "bernoulli", 2, seed=7)
-
-
-def _vimco_z(grads, exact):
-    return torch.cat([gradient_statistics(grads[n], exact[n]).z.flatten() for n in exact])
-
-
-@pytest.mark.statistical
-def test_vimco_is_unbiased_for_the_exact_two_sample_bound_of_bernoulli_latents(vimco_replicates):
-    z = _vimco_z(vimco_replicates, exact_two_sample_bound_gradient())
-    assert z.abs().max() < z_threshold(z.numel()), z.tolist()
-
-
-@pytest.mark.statistical
-def test_the_bound_check_rejects_the_elbo_gradient_as_vimco_s_target(vimco_replicates):
-    z = _vimco_z(vimco_replicates, exact_gradient("bernoulli"))
-    assert z.abs().max() > z_threshold(z.numel())
 
 
 # --------------------------------------------------------------------------------------------
