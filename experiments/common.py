@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 
@@ -38,6 +38,10 @@ class StudyConfig:
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto" (cuda when available)
     quick: bool = False  # the small scale: every study runs in a few minutes on a 2-core CPU
     threads: int = 1  # torch CPU threads (0: torch's default, one per core); see torch_threads
+
+    # The device types the study computes on: a study whose integrals and small networks gain
+    # nothing from a GPU says ("cpu",), and --device refuses the rest before any work.
+    DEVICES: ClassVar[tuple] = ("cpu", "cuda")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -66,19 +70,60 @@ class Paths:
         return self.results / f"{study}.json"
 
 
-def resolve_device(name: str):
+def resolve_device(name: str, supported: tuple = ("cpu", "cuda"), study: str = "the study"):
+    """The torch device ``name`` names ("cpu", "cuda", "cuda:N", or "auto": cuda where torch
+    sees one and ``supported`` holds it, else cpu); SystemExit with one line for a name torch
+    does not know, a device type outside ``supported`` (meta, mps, ...), or a CUDA device torch
+    cannot see."""
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if "cuda" in supported and torch.cuda.is_available()
+                            else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise SystemExit(f"error: --device {name}: not a device torch knows; "
                          "use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} asked for CUDA, but torch sees no CUDA device; use --device cpu")
+    if device.type not in supported:  # meta and mps among them: no study computes there
+        if supported == ("cpu",):
+            raise SystemExit(f"error: --device {name}: {study} computes on the CPU only; use "
+                             "--device cpu or auto")
+        raise SystemExit(f"error: --device {name}: {study} computes on cpu or cuda devices "
+                         "only; use --device cpu, cuda, cuda:N or auto")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"error: --device {name} asked for CUDA, but torch sees no CUDA "
+                             "device; use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise SystemExit(f"error: --device {name}: torch sees {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
     return device
+
+
+def study_device(config: StudyConfig, study: str):
+    """The device a study computes on, from ``config.device`` and the types its Config supports
+    (see :func:`resolve_device`)."""
+    return resolve_device(config.device, type(config).DEVICES, study)
+
+
+def max_threads() -> int:
+    """The most torch threads a command accepts: four per CPU core this process may use (more
+    only make threads wait for each other; tens of thousands crash torch's thread pool)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return 4 * max(cores, 1)
+
+
+def check_threads(threads, flag: str = "--threads") -> None:
+    """ValueError with one line unless ``threads`` is an integer in 0 .. :func:`max_threads`."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not (
+            0 <= threads <= max_threads()):
+        raise ValueError(f"{flag} must be >= 0 (0: torch's default) and at most "
+                         f"{max_threads()} (four per CPU core), got {threads}")
 
 
 def progress(iterable: Iterable | None = None, **kwargs):
@@ -103,6 +148,8 @@ def torch_threads(threads: int | None):
     """
     import torch
 
+    if threads is not None:
+        check_threads(threads)
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -692,10 +739,11 @@ def summary_main(name: str, summary, argv=None, table=None, quick_fallback: bool
 
 
 def describe_fields(config_class) -> str:
-    """The fields of a Config with their defaults and comments, read from its source, for --help."""
+    """The fields of a Config with their defaults and comments, read from its source (or from
+    ``config_class`` itself when it is that source text), for --help."""
+    source = config_class if isinstance(config_class, str) else inspect.getsource(config_class)
     rows = []
-    for match in re.finditer(r"^    (\w+): [\w\[\], ]+ = (.+?)(?:  # (.*))?$",
-                             inspect.getsource(config_class), re.M):
+    for match in re.finditer(r"^    (\w+): [\w\[\], ]+ = (.+?)(?:  # (.*))?$", source, re.M):
         name, default, comment = match.groups()
         rows.append(f"  {name} = {default}" + (f"\n      {comment}" if comment else ""))
     return "config fields (--set FIELD=VALUE; tuples as comma-separated lists):\n" + "\n".join(rows)

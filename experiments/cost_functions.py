@@ -69,7 +69,7 @@ from torch.distributions import Independent, Normal
 from estimators import ESTIMATORS
 from estimators.diagnostics import gradient_statistics, replicate_gradients
 
-from .common import StudyConfig, progress, save_figure
+from .common import StudyConfig, progress, save_figure, study_device
 
 NAME = "cost-functions"
 SUMMARY = ("variance of score-function, pathwise and measure-valued gradients of "
@@ -117,6 +117,9 @@ class Config(StudyConfig):
     gaussian_range: tuple = (0.1, 10.0)  # k of exp(-k x^2), log-spaced
     cosine_range: tuple = (0.5, 5.0)  # k of cos(k x), log-spaced
     chunk: int = 25000  # replicates per vectorised pass (bounds the memory)
+
+    # CPU only (scalar costs, scipy quadrature): --device cuda is refused before any work
+    DEVICES = ("cpu",)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -356,6 +359,7 @@ def measure(name: str, cost: Cost, k: np.ndarray, config: Config, exact_gradient
 
 
 def run(config: Config, paths) -> dict:
+    study_device(config, NAME)  # refuses, in one line, any device but the CPU
     families = {}
     total = len(COSTS) * len(ESTIMATOR_NAMES) * config.num_replicates
     with progress(total=total, desc=NAME, unit="replicate") as bar:

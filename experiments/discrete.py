@@ -43,7 +43,7 @@ from estimators import ESTIMATORS, BernoulliWithNoise, RelaxControlVariate
 from estimators.base import log_mean_exp
 from estimators.diagnostics import gradient_statistics, group_summary
 
-from .common import StudyConfig, Timer, progress, save_figure
+from .common import StudyConfig, Timer, progress, save_figure, study_device
 from .replicated import RunGenerators, RunGuard, stack_modules, stream_seed, unstack_module
 
 NAME = "discrete"
@@ -105,6 +105,9 @@ class Config(StudyConfig):
     probe_batch: int = 50  # images of the probed minibatch
     data_dir: str = ""  # MNIST folder (default: $MNIST_DIR, else ../shared/data/mnist)
     parts: tuple = ("toy", "sbn")  # which parts to run
+
+    # CPU only (the toy's quadrature, SBNs on the CPU): --device cuda is refused before any work
+    DEVICES = ("cpu",)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -704,6 +707,7 @@ def run_sbn(config: Config) -> dict:
 
 
 def run(config: Config, paths) -> dict:
+    study_device(config, NAME)  # refuses, in one line, any device but the CPU
     out = {"parts": list(config.parts)}
     if "toy" in config.parts:
         out["toy"] = run_toy(config)

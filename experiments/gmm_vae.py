@@ -38,7 +38,7 @@ from estimators.base import log_mean_exp
 from estimators.diagnostics import batch_mean, group_summary, replicate_gradients
 from estimators.targets import GaussianMixtureTarget
 
-from .common import StudyConfig, Timer, progress, save_figure
+from .common import StudyConfig, Timer, progress, save_figure, study_device
 # The helpers shared with experiments.mnist: NVIL's name, the measurement's options, R copies of
 # a VAE as one network, per-run random streams, the guard of non-finite runs.
 from .replicated import (NVIL, RunGenerators, RunGuard, estimator_for, estimator_names,
@@ -72,6 +72,9 @@ class Config(StudyConfig):
     density_prior_samples: int = 8192  # p(x) on the grid = mean of p(x|z) over these z ~ p(z)
     latent_points: int = 1000  # points drawn for the latent-space picture
     estimators: tuple = ()  # names to run (default: the whole registry plus score_function+nvil)
+
+    # CPU only (networks 64 wide on 2-D points): --device cuda is refused before any work
+    DEVICES = ("cpu",)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -365,6 +368,7 @@ def validate(config: Config) -> None:
 
 
 def run(config: Config, paths) -> dict:
+    study_device(config, NAME)  # refuses, in one line, any device but the CPU
     validate(config)
     names = list(config.estimators) or estimator_names()
     data = GaussianMixtureTarget.ring(dtype=torch.float64)

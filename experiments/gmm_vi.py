@@ -50,7 +50,7 @@ from estimators import ESTIMATORS, EmaBaseline
 from estimators.diagnostics import gradient_statistics, replicate_gradients
 from estimators.targets import GaussianMixtureTarget, WithStandardPrior
 
-from .common import StudyConfig, Timer, progress, save_figure
+from .common import StudyConfig, Timer, progress, save_figure, study_device
 from .quadrature import gaussian_elbo, mixture_elbo
 
 NAME = "gmm-vi"
@@ -97,6 +97,9 @@ class Config(StudyConfig):
     discrete_scales: tuple = (0.7, 0.9)
     temperatures: tuple = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # Gumbel-softmax temperatures
     discrete_num_samples: int = 8  # K per gradient estimate (enumeration: K per component)
+
+    # CPU only (low-dimensional Gaussians, scipy quadrature): --device cuda is refused
+    DEVICES = ("cpu",)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -532,6 +535,7 @@ PARTS = {"samples": samples_sweep, "scale": scale_sweep, "dimension": dimension_
 
 
 def run(config: Config, paths) -> dict:
+    study_device(config, NAME)  # refuses, in one line, any device but the CPU
     validate(config)
     data = {"estimators": list(GAUSSIAN),
             "objectives": {name: ESTIMATORS[name].objective for name in GAUSSIAN}}

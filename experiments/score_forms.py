@@ -38,7 +38,7 @@ from estimators import ESTIMATORS
 from estimators.diagnostics import gradient_statistics, replicate_gradients
 from estimators.targets import ConjugateGaussian
 
-from .common import StudyConfig, progress, save_figure
+from .common import StudyConfig, progress, save_figure, study_device
 from .quadrature import score_function_moments
 
 NAME = "score-forms"
@@ -64,6 +64,9 @@ class Config(StudyConfig):
     num_shift_points: int = 5  # values of c with Monte Carlo points
     num_replicates: int = 100000  # R: independent single-sample estimates per point
     chunk: int = 50000  # replicates per vectorised pass
+
+    # CPU only (a 1-D model, scipy quadrature): --device cuda is refused before any work
+    DEVICES = ("cpu",)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -150,6 +153,7 @@ def _grid(low_high, count):
 
 
 def run(config: Config, paths) -> dict:
+    study_device(config, NAME)  # refuses, in one line, any device but the CPU
     model = conjugate_model(config)
     mean, sd = posterior(config)
     lines = {"posterior": sd, "narrow": config.narrow_scale}

@@ -38,7 +38,7 @@ from estimators import ESTIMATORS, NormalWithNoise
 from estimators.diagnostics import replicate_gradients
 from estimators.targets import ConjugateGaussian
 
-from .common import StudyConfig, progress, save_figure
+from .common import StudyConfig, progress, save_figure, study_device
 from .replicated import RunGenerators, stack_modules, stream_seed
 
 NAME = "seed-ideas"
@@ -85,6 +85,9 @@ class Config(StudyConfig):
     bit_hidden: int = 32  # width of the encoder's and decoder's hidden layer
     bit_eval_points: int = 20000  # fresh data behind the reported terms
     bit_eval_samples: int = 16  # z's per point for the reconstruction term
+
+    # CPU only (1-D fits, quadrature, small networks): --device cuda is refused before any work
+    DEVICES = ("cpu",)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -540,6 +543,7 @@ def single_bit(config: Config) -> dict:
 
 
 def run(config: Config, paths) -> dict:
+    study_device(config, NAME)  # refuses, in one line, any device but the CPU
     return {"maximum_likelihood": maximum_likelihood(config),
             "elbo_identity": elbo_identity(config),
             "linear_autoencoder": linear_autoencoder(config),
