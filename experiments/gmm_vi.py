@@ -554,13 +554,13 @@ def run(config: Config, paths) -> dict:
 
 
 def _style(name: str, objective: str) -> dict:
-    from .style import color
+    """The estimator's colour, line style and marker; open markers for the estimators of the
+    K-sample bound (iwae, dreg, vimco), which are not meant to follow the ELBO's gradient."""
+    from .style import estimator_style
 
-    dashed = objective == "iwae"
-    return {"color": color(name), "linestyle": "--" if dashed else "-",
-            "marker": "s" if dashed else "o", "markersize": 4, "linewidth": 1.3,
-            "capsize": 2, "elinewidth": 0.9,
-            "markerfacecolor": "white" if dashed else color(name)}
+    style = estimator_style(name)
+    return {**style, "markersize": 4, "linewidth": 1.3, "capsize": 2, "elinewidth": 0.9,
+            "markerfacecolor": "white" if objective == "iwae" else style["color"]}
 
 
 def _jitter(values, index: int, count: int, spread: float = 0.06):
@@ -569,47 +569,63 @@ def _jitter(values, index: int, count: int, spread: float = 0.06):
     return [v * factor for v in values]
 
 
-def _figure(plt, columns: int, width: float):
-    fig, axes = plt.subplots(1, columns, figsize=(width, 4.4), constrained_layout=True)
-    # Leave a strip at the bottom for the footnote naming the script and the results file.
-    fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
+def _figure(plt, rows: int, columns: int, width: float = 10.4, height: float = 7.4, **kwargs):
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), layout="constrained",
+                             squeeze=False, **kwargs)
     return fig, axes
 
 
-def _bias_panel(ax, rows: dict, key: str, objectives: dict, exact_label: str,
-                objective: str = "elbo") -> None:
-    """The bias of the estimators of one objective, on a linear axis.
+def _z_panel(ax, rows: dict, objectives: dict, what: str, gradient: str) -> None:
+    """Every ELBO estimator's bias in standard errors, one column each, one point per setting.
 
-    The ELBO's estimators sit within a few standard errors of zero; those of the K-sample bound
-    (iwae, dreg, vimco) sit a gap below it that grows with K. One axis for both needs a symlog
-    scale whose ticks a reader has to decode, so each objective gets its own linear panel.
+    Ten estimators' biases with error bars against the sweep were a tangle; their message is
+    that each sits within a few standard errors of zero, which the z-scores show one by one.
     """
-    names = list(rows)
-    shown = [n for n in names if objectives[n] == objective]
-    for name in shown:
+    names = [n for n in rows if objectives[n] == "elbo"]
+    z_all = []
+    for column, name in enumerate(names):
         row = rows[name]
-        ax.errorbar(_jitter(row[key], names.index(name), len(names), 0.25), row["bias"],
-                    yerr=row["bias_se"], label=name, **_style(name, objectives[name]))
+        z = np.asarray(row["bias"], float) / np.asarray(row["bias_se"], float)
+        offsets = np.linspace(-0.25, 0.25, len(z)) if len(z) > 1 else np.zeros(1)
+        style = _style(name, "elbo")
+        ax.plot(column + offsets, z, linestyle="none", marker=style["marker"], markersize=4,
+                color=style["color"], markerfacecolor=style["markerfacecolor"])
+        z_all.append(z)
+    z_all = np.concatenate(z_all)
+    ax.axhspan(-2, 2, color="0.85", alpha=0.6, linewidth=0, zorder=0)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    for level in (-3, 3):
+        ax.axhline(level, color="0.5", linewidth=0.8, linestyle=":")
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7.5)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    limit = max(4.0, 1.1 * np.nanmax(np.abs(z_all)))
+    ax.set_ylim(-limit, limit)
+    ax.grid(False, axis="x")
+    ax.set_ylabel(f"bias of {gradient} / its s.e.\n(mean − exact, in standard errors)")
+    beyond = int(np.sum(np.abs(z_all) > 2))
+    ax.set_title(f"(a) ELBO estimators: bias in s.e., one point per {what}\n"
+                 f"{beyond} of {z_all.size} beyond ±2 (shaded); chance alone puts 4.6% there",
+                 fontsize=9)
+
+
+def _gap_panel(ax, rows: dict, key: str, objectives: dict, gradient: str, xlabel: str,
+               title: str) -> None:
+    """The K-sample bound's estimators: their departure from the ELBO's gradient (expected)."""
+    names = [n for n in rows if objectives[n] == "iwae"]
+    for index, name in enumerate(names):
+        row = rows[name]
+        ax.errorbar(_jitter(row[key], index, len(names), 0.12), row["bias"], yerr=row["bias_se"],
+                    label=name, **_style(name, "iwae"))
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set_yscale("linear")
-    what = "the ELBO's estimators" if objective == "elbo" else "the K-sample bound's estimators"
-    ax.set_ylabel(f"bias of {exact_label}, mean − exact (±1 s.e.)\n{what}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"bias: mean estimate − exact {gradient}\n(±1 s.e.)")
+    ax.set_title(title, fontsize=9)
 
 
-def _bias_panels(axes, rows: dict, key: str, objectives: dict, exact_label: str,
-                 xlabel: str) -> None:
-    """Panels (a) and (b) of a sweep: the ELBO's estimators, then the K-sample bound's."""
-    _bias_panel(axes[0], rows, key, objectives, exact_label)
-    _bias_panel(axes[1], rows, key, objectives, exact_label, objective="iwae")
-    for ax in axes:
-        ax.set_xlabel(xlabel)
-    axes[0].set_title("(a) ELBO estimators: bias against the exact gradient", fontsize=10)
-    axes[1].set_title("(b) K-sample bound estimators: gap to it", fontsize=10)
-
-
-def _variance_panel(ax, rows: dict, key: str, objectives: dict, times_key: bool = False) -> None:
-    names = list(rows)
+def _variance_panel(ax, rows: dict, key: str, objectives: dict, names=None,
+                    times_key: bool = False) -> None:
+    names = list(rows) if names is None else names
     for index, name in enumerate(names):
         row = rows[name]
         scale = np.asarray(row[key], float) if times_key else 1.0
@@ -621,18 +637,31 @@ def _variance_panel(ax, rows: dict, key: str, objectives: dict, times_key: bool 
     ax.set_yscale("log")
 
 
-def _legend(fig, axes) -> None:
-    found = {}  # label -> handle, from every panel (a bias panel shows one objective only)
-    for ax in axes:
+def _score_functions(rows: dict) -> list:
+    from .style import family_of
+
+    return [n for n in rows if family_of(n) == "score function"]
+
+
+def _legend(fig, axes, extra=(), ncol: int = 4) -> None:
+    """One legend below the panels: every estimator any panel draws, in registry order."""
+    found = {}
+    for ax in np.ravel(axes):
         for handle, label in zip(*ax.get_legend_handles_labels()):
             found.setdefault(label, handle)
-    order = list(GAUSSIAN)
-    labels = sorted(found, key=lambda label: order.index(label) if label in order else -1)
+    from .style import FAMILIES
+
+    order = [member for _, members in FAMILIES.values() for member in members]
+    labels = sorted(found, key=lambda label: order.index(label) if label in order else len(order))
     handles = [found[label] for label in labels]
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               title="estimator\n(dashed, open: iwae, dreg and\nvimco target the K-sample\n"
-               "bound, not the ELBO: a gap to\nthe ELBO gradient is expected)",
-               title_fontsize=7, frameon=False)
+    for handle, label in extra:
+        handles.append(handle)
+        labels.append(label)
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=7.5,
+               frameon=False, columnspacing=1.2, handlelength=2.6)
+
+
+_OPEN = "open markers: iwae, dreg and vimco, which estimate the K-sample bound's gradient"
 
 
 def plot(results: dict, results_path, paths) -> list:
@@ -641,148 +670,192 @@ def plot(results: dict, results_path, paths) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .style import plain_log_ticks, rc_context
+
     data = results["data"]
     objectives = data["objectives"]
     script = "experiments/gmm_vi.py"
     figures = []
+    with rc_context():
+        figures += _plot_samples(plt, data, objectives, results_path, paths, script)
+        figures += _plot_sweep(plt, data, "scale", objectives, results_path, paths, script)
+        figures += _plot_sweep(plt, data, "dimension", objectives, results_path, paths, script)
+        figures += _plot_fit(plt, data["fit"], objectives, results_path, paths, script,
+                             plain_log_ticks)
+        figures += _plot_discrete(plt, data["discrete"], results_path, paths, script)
+    return figures
 
-    # K sweep: the 1/K law and the bias, iwae/dreg against the measured IWAE-gradient gap.
+
+def _plot_samples(plt, data, objectives, results_path, paths, script) -> list:
+    """K sweep: the 1/K law, K x variance, and the bias of each objective's estimators."""
+    from matplotlib.lines import Line2D
+
     part = data["samples"]
     rows = part["estimators"]
-    fig, axes = _figure(plt, 4, 18)
-    _variance_panel(axes[0], rows, "num_samples", objectives)
+    fig, axes = _figure(plt, 2, 2)
+    few = [n for n in ("score_function", "pathwise", "measure_valued", "iwae") if n in rows]
+    _variance_panel(axes[0, 0], rows, "num_samples", objectives, names=few)
     grid = np.array(sorted({k for r in rows.values() for k in r["num_samples"]}), float)
     anchor = rows["pathwise"]["total_variance"][0] * rows["pathwise"]["num_samples"][0]
-    axes[0].plot(grid, anchor / grid, color="0.5", linestyle=":", linewidth=2, label="∝ 1/K")
-    axes[0].set_xlabel("samples per estimate K")
-    axes[0].set_ylabel("total variance of the λ-gradient\n(trace of covariance, ±1 s.e.)")
-    axes[0].set_title("(a) variance falls as 1/K (dotted guide)", fontsize=10)
-    _variance_panel(axes[1], rows, "num_samples", objectives, times_key=True)
-    axes[1].set_xlabel("samples per estimate K")
-    axes[1].set_ylabel("K × total variance (flat under the 1/K law)")
-    axes[1].set_title("(b) K × variance: flat for averages of K terms", fontsize=10)
-    _bias_panel(axes[2], rows, "num_samples", objectives, "∂ELBO/∂loc₁")
-    axes[2].set_xlabel("samples per estimate K")
-    axes[2].set_title("(c) ELBO estimators: bias against the exact gradient", fontsize=10)
-    _bias_panel(axes[3], rows, "num_samples", objectives, "∂ELBO/∂loc₁", objective="iwae")
+    axes[0, 0].plot(grid, anchor / grid, color="0.5", linestyle=":", linewidth=2)
+    axes[0, 0].set_ylabel("total variance of the λ-gradient\n(trace of covariance, ±1 s.e.)")
+    axes[0, 0].set_title("(a) variance falls as 1/K (dotted: ∝ 1/K through pathwise);\n"
+                         "one estimator of each family", fontsize=9)
+    _variance_panel(axes[0, 1], rows, "num_samples", objectives, times_key=True)
+    axes[0, 1].set_ylabel("K × total variance\n(flat under the 1/K law, ±1 s.e.)")
+    axes[0, 1].set_title("(b) K × variance, every estimator: flat for the ELBO's,\n"
+                         "rising for the K-sample bound's", fontsize=9)
+    for ax in axes[0]:
+        ax.set_xlabel("samples per estimate K")
+    _z_panel(axes[1, 0], rows, objectives, "K", "∂ELBO/∂loc₁")
+    axes[1, 0].set_title(axes[1, 0].get_title().replace("(a)", "(c)"), fontsize=9)
+    _gap_panel(axes[1, 1], rows, "num_samples", objectives, "∂ELBO/∂loc₁",
+               "samples per estimate K",
+               "(d) K-sample bound estimators: they follow the bound,\nnot the ELBO")
     ref = part["iwae_reference"]
     gap, gap_se = np.asarray(ref["gap"]), np.asarray(ref["gap_se"])
-    band = axes[3].fill_between(ref["num_samples"], gap - 2 * gap_se, gap + 2 * gap_se,
-                                color="0.55", alpha=0.5, linewidth=0)
-    axes[3].set_xlabel("samples per estimate K")
-    axes[3].set_title("(d) K-sample bound estimators: the expected gap", fontsize=10)
-    axes[3].legend([band], ["IWAE-K gradient − ELBO gradient\n(Monte Carlo reference, ±2 s.e.)"],
-                   fontsize=7, loc="lower left", frameon=False)
+    # A band of ±2 s.e. would be thinner than the lines on it: a wide pale line instead.
+    (reference,) = axes[1, 1].plot(ref["num_samples"], gap, color="0.55", alpha=0.45,
+                                   linewidth=7, solid_capstyle="round", zorder=0)
     fig.suptitle(f"2-D ring of eight Gaussians, q = N({part['q_loc']}, {part['q_scale']}² I): "
-                 "gradient of the ELBO wrt q's (loc, log-scale), exact value by adaptive cubature",
-                 fontsize=10)
-    _legend(fig, axes)
-    figures += save_figure(fig, paths, "gmm-vi-samples", results_path, script)
+                 "gradient of the ELBO with respect to q's (loc, log-scale);\nexact value by "
+                 "adaptive cubature; " + _OPEN, fontsize=9.5)
+    _legend(fig, axes, extra=[
+        (Line2D([], [], color="0.5", linestyle=":", linewidth=2), "∝ 1/K"),
+        (reference, "IWAE-K gradient − ELBO gradient (Monte Carlo reference, 2 s.e. ≤ "
+                    f"{2 * gap_se.max():.2g})")])
+    return save_figure(fig, paths, "gmm-vi-samples", results_path, script)
 
-    # Scale sweep.
-    part = data["scale"]
-    rows = part["estimators"]
-    fig, axes = _figure(plt, 3, 15)
-    _bias_panels(axes[:2], rows, "scale", objectives, "∂ELBO/∂loc", "standard deviation of q")
-    _variance_panel(axes[2], rows, "scale", objectives)
-    axes[2].set_xlabel("standard deviation of q")
-    axes[2].set_ylabel("total variance of the λ-gradient (±1 s.e.)")
-    axes[2].set_title("(c) variance against q's scale", fontsize=10)
-    fig.suptitle(f"1-D three-component mixture, q = N({part['q_loc']}, σ²), "
-                 f"K = {part['num_samples']}; exact gradient by adaptive quadrature", fontsize=10)
-    _legend(fig, axes)
-    figures += save_figure(fig, paths, "gmm-vi-scale", results_path, script)
 
-    # Dimension sweep.
-    part = data["dimension"]
+def _plot_sweep(plt, data, name, objectives, results_path, paths, script) -> list:
+    """The scale or the dimension sweep: bias of each objective's estimators, then variance, the
+    score functions apart from the rest (a panel of thirteen crossing lines reads as none)."""
+    part = data[name]
     rows = part["estimators"]
-    fig, axes = _figure(plt, 3, 15)
-    _bias_panels(axes[:2], rows, "dim", objectives, "∂ELBO/∂loc₁", "dimension D")
-    _variance_panel(axes[2], rows, "dim", objectives)
-    dims = np.array(sorted({d for r in rows.values() for d in r["dim"]}), float)
-    # Guides through the first point of: pathwise (∝ D), the leave-one-out baseline (∝ D², a
-    # centred signal of variance ∝ D times D score coordinates) and no baseline (∝ D³: the
-    # signal's mean, ∝ D, enters squared).
-    # The D³ term overtakes at large D only, so that guide goes through the last point.
-    guides, labels = [], []
-    for name, power, line, at in (("pathwise", 1, ":", 0), ("score_function_loo", 2, "-.", 0),
-                                  ("score_function", 3, "--", -1)):
-        through = rows[name]["total_variance"][at] / rows[name]["dim"][at] ** power
-        guides += axes[2].plot(dims, through * dims ** power, color="0.5", linestyle=line,
+    key, xlabel, what = (("scale", "standard deviation of q", "σ") if name == "scale" else
+                         ("dim", "dimension D", "D"))
+    fig, axes = _figure(plt, 2, 2)
+    gradient = "∂ELBO/∂loc" if name == "scale" else "∂ELBO/∂loc₁"
+    _z_panel(axes[0, 0], rows, objectives, what, gradient)
+    _gap_panel(axes[0, 1], rows, key, objectives, gradient, xlabel,
+               "(b) K-sample bound estimators: their bound's\ngradient departs from the ELBO's")
+    scores = _score_functions(rows)
+    others = [n for n in rows if n not in scores]
+    _variance_panel(axes[1, 0], rows, key, objectives, names=scores)
+    _variance_panel(axes[1, 1], rows, key, objectives, names=others)
+    axes[1, 0].set_title("(c) variance: the score functions", fontsize=9)
+    axes[1, 1].set_title("(d) variance: pathwise, measure-valued and K-sample bound",
+                         fontsize=9)
+    for ax in axes[1]:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("total variance of the λ-gradient\n(trace of covariance, ±1 s.e.)")
+    low = min(min(np.asarray(r["total_variance"]).min() for r in rows.values()), np.inf)
+    high = max(np.asarray(r["total_variance"]).max() for r in rows.values())
+    for ax in axes[1]:  # one scale for both variance panels, so that they compare
+        ax.set_ylim(low / 3, high * 3)
+    extra = []
+    if name == "dimension":
+        dims = np.array(sorted({d for r in rows.values() for d in r["dim"]}), float)
+        # Guides through the first point of: pathwise (∝ D), the leave-one-out baseline (∝ D²,
+        # a centred signal of variance ∝ D times D score coordinates) and no baseline (∝ D³:
+        # the signal's mean, ∝ D, enters squared). The D³ term overtakes at large D only, so
+        # that guide goes through the last point.
+        for estimator, power, line, at, ax in (
+                ("pathwise", 1, ":", 0, axes[1, 1]), ("score_function_loo", 2, "-.", 0, axes[1, 0]),
+                ("score_function", 3, "--", -1, axes[1, 0])):
+            through = rows[estimator]["total_variance"][at] / rows[estimator]["dim"][at] ** power
+            (guide,) = ax.plot(dims, through * dims ** power, color="0.55", linestyle=line,
                                linewidth=1.5, zorder=0)
-        labels.append(f"∝ D{'' if power == 1 else '²³'[power - 2]} (through "
-                      f"{name} at D = {rows[name]['dim'][at]})")
-    axes[2].legend(guides, labels, fontsize=7, loc="upper left", frameon=False)
-    axes[2].set_xlabel("dimension D")
-    axes[2].set_ylabel("total variance of the λ-gradient (±1 s.e.)")
-    axes[2].set_title("(c) variance against dimension", fontsize=10)
-    limit = part.get("measure_valued_max_dim")
-    fig.suptitle(f"product of D one-dimensional mixtures, q = N({part['q_loc']}, "
-                 f"{part['q_scale']}² I), K = {part['num_samples']}; exact gradient = sum of 1-D "
-                 "quadratures" + (f"; measure-valued up to D = {limit} (their cost grows as D²)"
-                                  if limit is not None else ""), fontsize=10)
-    _legend(fig, axes)
-    figures += save_figure(fig, paths, "gmm-vi-dimension", results_path, script)
+            extra.append((guide, f"∝ D{'' if power == 1 else '²³'[power - 2]} (through "
+                                 f"{estimator} at D = {rows[estimator]['dim'][at]})"))
+    if name == "scale":
+        title = (f"1-D three-component mixture, q = N({part['q_loc']}, σ²), K = "
+                 f"{part['num_samples']}; exact gradient by adaptive quadrature")
+    else:
+        limit = part.get("measure_valued_max_dim")
+        title = (f"product of D one-dimensional mixtures, q = N({part['q_loc']}, "
+                 f"{part['q_scale']}² I), K = {part['num_samples']}; exact gradient = sum of "
+                 "1-D quadratures" + (f";\nmeasure-valued up to D = {limit} (their cost grows "
+                                      "as D²)" if limit is not None else ""))
+    fig.suptitle(title + ("; " if name == "dimension" else ";\n") + _OPEN, fontsize=9.5)
+    _legend(fig, axes, extra=extra)
+    return save_figure(fig, paths, f"gmm-vi-{name}", results_path, script)
 
-    # Fits at equal budgets.
-    part = data["fit"]
+
+def _plot_fit(plt, part, objectives, results_path, paths, script, plain_log_ticks) -> list:
+    """Fits at equal budgets, against steps and time; the score functions in the top row."""
     rows = part["estimators"]
-    fig, axes = _figure(plt, 2, 11)
+    fig, axes = _figure(plt, 2, 2, height=7.2, sharey=True)
+    scores = _score_functions(rows)
     for name, row in rows.items():
         style = _style(name, objectives[name])
         mean, se = np.asarray(row["gap_mean"]), np.asarray(row["gap_se"])
         seconds = np.asarray(row["step"]) * row["median_step_seconds"]
-        for ax, x in ((axes[0], row["step"]), (axes[1], seconds)):
-            ax.plot(x, mean, color=style["color"], linestyle=style["linestyle"], label=name)
+        line = 0 if name in scores else 1
+        for ax, x in ((axes[line, 0], row["step"]), (axes[line, 1], seconds)):
+            ax.plot(x, mean, color=style["color"], linestyle=style["linestyle"], linewidth=1.3,
+                    label=name)
             ax.fill_between(x, np.maximum(mean - se, mean * 0.05), mean + se,
                             color=style["color"], alpha=0.2, linewidth=0)
-    for ax in axes:
+    for ax in axes.flat:
         ax.set_yscale("log")
-        ax.set_ylabel("ELBO gap to the best Gaussian q (nats, exact)")
-    axes[0].set_xlabel("Adam step")
-    axes[1].set_xlabel("training time (s) = steps × median wall-clock time of one step\n"
-                       f"(estimator, backward pass and Adam update, {part['runs']} runs batched)")
-    axes[0].set_title(f"(a) against steps (mean ± s.e. of {part['runs']} runs)", fontsize=10)
-    axes[1].set_title("(b) against wall-clock time", fontsize=10)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ELBO gap to the best Gaussian q\n(nats, exact)")
+    axes[1, 0].set_xlabel("Adam step")
+    axes[1, 1].set_xlabel("training time (s) = steps × median wall-clock time of one step\n"
+                          f"(estimator, backward pass and Adam update, {part['runs']} runs "
+                          "batched)")
+    axes[0, 0].set_title(f"(a) the score functions, against steps (mean ± s.e. of "
+                         f"{part['runs']} runs)", fontsize=9)
+    axes[0, 1].set_title("(b) the score functions, against wall-clock time", fontsize=9)
+    axes[1, 0].set_title("(c) the others, against steps", fontsize=9)
+    axes[1, 1].set_title("(d) the others, against wall-clock time", fontsize=9)
+    for column in range(2):  # the same time and step axes above and below
+        low = min(ax.get_xlim()[0] for ax in axes[:, column])
+        high = max(ax.get_xlim()[1] for ax in axes[:, column])
+        for ax in axes[:, column]:
+            ax.set_xlim(low, high)
     fig.suptitle(f"fitting q to a {part['dim']}-D product of mixtures, K = {part['num_samples']} "
                  f"per step, Adam (lr {part['learning_rate']}); best ELBO "
-                 f"{part['optimum_elbo']:.4f}", fontsize=10)
+                 f"{part['optimum_elbo']:.4f}; the score functions apart from the others",
+                 fontsize=9.5)
     _legend(fig, axes)
-    figures += save_figure(fig, paths, "gmm-vi-fit", results_path, script)
-
-    figures += _plot_discrete(plt, data["discrete"], results_path, paths, script)
-    return figures
+    return save_figure(fig, paths, "gmm-vi-fit", results_path, script)
 
 
 def _plot_discrete(plt, part: dict, results_path, paths, script: str) -> list:
-    from .style import color
+    from .style import estimator_style
 
     relaxed = part["gumbel_softmax"]
     temps = np.asarray(relaxed["temperature"])
-    fig, axes = _figure(plt, 2, 11)
+    fig, axes = _figure(plt, 1, 2, height=4.0)
+    axes = axes[0]
     exact = part["exact_gradient"]
-    axes[0].axhline(exact, color="black", linewidth=1.2, label="exact (quadrature)")
+    axes[0].axhline(exact, color="black", linewidth=1.0, linestyle=(0, (2, 2)),
+                    label="exact (quadrature)", zorder=3)
     for name, row in part["methods"].items():
+        style = estimator_style(name)
         for ax, key in ((axes[0], "mean"), (axes[1], "variance")):
             value, se = row[key], row[key + "_se"]
-            ax.axhspan(value - se, value + se, color=color(name), alpha=0.3, linewidth=0)
-            ax.axhline(value, color=color(name), linewidth=1.2, linestyle="--", label=name)
-    axes[0].errorbar(temps, relaxed["mean"], yerr=relaxed["mean_se"], color=color("gumbel_softmax"),
-                     marker="o", capsize=2, label="gumbel_softmax")
-    axes[1].errorbar(temps, relaxed["variance"], yerr=relaxed["variance_se"],
-                     color=color("gumbel_softmax"), marker="o", capsize=2, label="gumbel_softmax")
-    for ax in axes:
+            ax.axhspan(value - se, value + se, color=style["color"], alpha=0.25, linewidth=0)
+            ax.axhline(value, color=style["color"], linewidth=1.3, linestyle=style["linestyle"],
+                       label=name)
+    style = estimator_style("gumbel_softmax")
+    for ax, key in ((axes[0], "mean"), (axes[1], "variance")):
+        ax.errorbar(temps, relaxed[key], yerr=relaxed[key + "_se"], color=style["color"],
+                    linestyle=style["linestyle"], marker=style["marker"], markersize=4.5,
+                    capsize=2, label="gumbel_softmax")
         ax.set_xscale("log")
         ax.set_xlabel("Gumbel-softmax temperature τ")
     axes[1].set_yscale("log")
     axes[0].set_ylabel("estimate of ∂ELBO/∂logit₁ (mean ± 1 s.e.)")
     axes[1].set_ylabel("variance of one estimate (±1 s.e.)")
-    axes[0].set_title("(a) mean: the relaxation is biased at high τ", fontsize=10)
-    axes[1].set_title("(b) variance: the relaxation pays at low τ", fontsize=10)
-    axes[0].legend(fontsize=8, frameon=False)
-    fig.suptitle(f"two-component mixture q, gradient wrt its logits, K = {part['num_samples']} "
-                 "(enumeration: K per component); horizontal bands do not depend on τ",
-                 fontsize=10)
+    axes[0].set_title("(a) mean: the relaxation is biased at high τ", fontsize=9)
+    axes[1].set_title("(b) variance: the relaxation pays at low τ", fontsize=9)
+    axes[0].legend(fontsize=7.5, frameon=False)
+    fig.suptitle(f"two-component mixture q, gradient with respect to its logits, K = "
+                 f"{part['num_samples']} (enumeration: K per component);\nhorizontal lines "
+                 "(bands ±1 s.e.) do not depend on τ", fontsize=9.5)
     return save_figure(fig, paths, "gmm-vi-discrete", results_path, script)
 
 

@@ -44,8 +44,9 @@ def _shade(base: str, index: int, count: int) -> str:
     from matplotlib.colors import to_hex, to_rgb
 
     hue, lightness, saturation = colorsys.rgb_to_hls(*to_rgb(base))
-    if count > 1:  # a wider span for the larger families, whose members are closer
-        lightness = 0.30 + (0.16 if count <= 3 else 0.26) * index / (count - 1)
+    if count > 1:  # around the base's own lightness; wider for the larger families
+        span = 0.16 if count <= 3 else 0.26
+        lightness = min(max(lightness + span * (index / (count - 1) - 0.5), 0.22), 0.62)
     return to_hex(colorsys.hls_to_rgb(hue, lightness, saturation))
 
 
