@@ -5,9 +5,11 @@
         [--no-compile] [--no-vmap]
 
 The problem: the eight-Gaussians ring (:meth:`estimators.targets.GaussianMixtureTarget.ring`) as
-an unnormalised 2-D target, written as N(0, I) times the rest so that every registry entry applies,
-and a Gaussian q = N(loc, diag exp(log_scale)^2). For each estimator it prints independent gradient
-estimates per second from
+an unnormalised 2-D target, written as N(0, I) times the rest so that every registry entry that
+takes a continuous q applies, and a Gaussian q = N(loc, diag exp(log_scale)^2). The estimators of
+discrete latents (enumeration, gumbel_softmax, ...) take no Gaussian q and are not timed here. For
+each estimator (by default every registry entry that takes a continuous q) it prints independent
+gradient estimates per second from
 
 * a plain loop that builds q and calls ``surrogate.backward()`` once per estimate (timed over
   ``--loop-replicates`` iterations and extrapolated);
@@ -44,10 +46,13 @@ from estimators.base import validation_enabled
 from estimators.diagnostics import replicate_gradients
 from estimators.targets import GaussianMixtureTarget, WithStandardPrior
 
-from .common import progress, torch_threads
+from .common import check_threads, progress, torch_threads
 
 DTYPE = torch.float64
 LAMBDA = {"loc": [0.5, -0.5], "log_scale": [0.0, -0.3]}
+# The registry entries that take this benchmark's Gaussian q.
+CONTINUOUS = tuple(name for name, entry in ESTIMATORS.items() if "continuous" in entry.q_kinds)
+MAX_SEED = 2 ** 32 - 1
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class Config:
     loop_replicates: int = 300  # iterations of the Python loop that are timed
     repeats: int = 3  # each timing is the best of this many runs (after one warm-up)
     seed: int = 0
-    estimators: tuple = tuple(ESTIMATORS)
+    estimators: tuple = CONTINUOUS
     vmap: bool = True  # time torch.func.vmap(torch.func.grad(...)) too
     compile: bool = True  # time replicate_gradients(compile=True) too
 
@@ -263,6 +268,12 @@ def report(rows, config) -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _positive(text):
     value = int(text)
     if value < 1:
@@ -271,7 +282,7 @@ def _positive(text):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m experiments.benchmark_diagnostics",
         description="Gradient estimates per second: replicate_gradients (one vectorised backward "
                     "pass, eager and compiled) against a Python loop of backward() calls and "
@@ -283,27 +294,37 @@ def main(argv=None) -> int:
                         help="K, samples per gradient estimate, raised to an estimator's minimum "
                              "(default: %(default)s)")
     parser.add_argument("--estimator", nargs="+", action="extend", metavar="NAME", default=None,
-                        help="registry names to time (default: all of %s)" % ", ".join(ESTIMATORS))
+                        help="registry names to time, of those that take a continuous q "
+                             "(default: all of %s)" % ", ".join(CONTINUOUS))
     parser.add_argument("--loop-replicates", type=_positive, default=Config.loop_replicates,
                         help="loop iterations timed, then extrapolated (default: %(default)s)")
     parser.add_argument("--repeats", type=_positive, default=Config.repeats,
                         help="best of this many timings, after a warm-up (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=Config.seed, help="random seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads for every path; 0 leaves torch's default "
-                             "(default: %(default)s)")
+                        help="torch CPU threads for every path; 0 leaves torch's default; at "
+                             "most four per CPU core (default: %(default)s)")
     parser.add_argument("--no-compile", action="store_true",
                         help="skip the compiled pass (compiling takes seconds per estimator)")
     parser.add_argument("--no-vmap", action="store_true", help="skip the vmap peer")
     args = parser.parse_args(argv)
-    names = tuple(args.estimator or ESTIMATORS)
+    names = tuple(args.estimator or CONTINUOUS)
     unknown = [n for n in names if n not in ESTIMATORS]
     if unknown:
-        parser.error(f"unknown estimator {', '.join(unknown)}; choose from {', '.join(ESTIMATORS)}")
+        parser.error(f"unknown estimator {', '.join(unknown)}; choose from {', '.join(CONTINUOUS)}")
+    discrete = [n for n in names if n not in CONTINUOUS]
+    if discrete:
+        parser.error(f"{', '.join(discrete)} {'takes' if len(discrete) == 1 else 'take'} a q of "
+                     f"discrete latents, and this benchmark's q is a Gaussian; choose from "
+                     f"{', '.join(CONTINUOUS)}")
     if args.replicates < 2:
         parser.error("--replicates must be at least 2")
-    if args.threads < 0:
-        parser.error(f"--threads must be 0 (torch's default) or positive, got {args.threads}")
+    if not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"--seed must lie in 0..{MAX_SEED}, got {args.seed}")
+    try:
+        check_threads(args.threads)
+    except ValueError as error:
+        parser.error(str(error))
     config = Config(num_replicates=args.replicates, num_samples=args.samples,
                     loop_replicates=args.loop_replicates, repeats=args.repeats, seed=args.seed,
                     estimators=names, vmap=not args.no_vmap, compile=not args.no_compile)

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from .common import _device_name, metadata, save_results, torch_threads
+from .common import (_device_name, check_threads, check_writable, metadata, save_results,
+                     torch_threads)
 
 __all__ = ["main"]
 
@@ -170,7 +171,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--estimator", default="pathwise", help="registry name (default pathwise)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1; 0: torch's default)")
+                        help="torch CPU threads (default 1; 0: torch's default; at most four per "
+                             "CPU core)")
     parser.add_argument("--capture", action="store_true",
                         help="kingma-welling: each step as one CUDA graph (CUDA only)")
     parser.add_argument("--compile", action="store_true",
@@ -188,6 +190,18 @@ def main(argv=None) -> dict:
         raise SystemExit(f"error: --runs must be >= 2 (a group to compare), got {args.runs}")
     if args.steps < 1 or args.threads < 0 or args.train_size < 0:
         raise SystemExit("error: --steps must be >= 1, --threads and --train-size >= 0")
+    try:
+        check_threads(args.threads)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.out is not None:  # before the minutes of timing, not after them
+        if args.out.is_dir():
+            raise SystemExit(f"error: --out {args.out} is a folder; give a file, e.g. "
+                             f"{args.out / 'benchmark-runs.json'}")
+        try:
+            check_writable(args.out.parent, "the folder of --out")
+        except ValueError as error:
+            raise SystemExit(f"error: {error}; choose another --out") from None
     if args.estimator not in estimator_names():
         raise SystemExit(f"error: unknown estimator {args.estimator!r}; choose from "
                          f"{', '.join(estimator_names())}")
@@ -195,6 +209,9 @@ def main(argv=None) -> dict:
         device = str(_resolve_device(args.device, world=1))
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+    if torch.device(device).type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device {args.device}: the benchmark runs on cpu or cuda "
+                         "devices only; use cpu, cuda, cuda:N or auto")
     if args.network == "gmm-vae" and device != "cpu":
         raise SystemExit("error: the gmm-vae network is benchmarked on the CPU; use "
                          "--network kingma-welling for a GPU")
