@@ -108,7 +108,11 @@ class ReferenceProblem:
         return self.exact(target, num_samples, lam=lam, theta=theta, gradient=False).value
 
     def __repr__(self) -> str:
-        return f"ReferenceProblem({self.name!r}, kind={self.kind!r}: {self.description})"
+        def values(params):
+            return {n: v.tolist() for n, v in params.items()}
+
+        return (f"ReferenceProblem({self.name!r}, kind={self.kind!r}, lam={values(self.lam)}, "
+                f"theta={values(self.theta)})")
 
 
 def _check_target(target, num_samples, problem) -> None:
