@@ -18,6 +18,8 @@ import argparse
 import importlib
 import sys
 
+import torch
+
 from ..base import EstimatorError
 from .check import DEFAULT_REPLICATES, check_estimator
 from .problems import KINDS, REFERENCE_PROBLEMS
@@ -112,7 +114,12 @@ def main(argv=None) -> int:
     parser.add_argument("--problems", type=_names(tuple(REFERENCE_PROBLEMS)), default=None,
                         metavar="NAME,...", help="reference problems to use (default: every "
                                                  f"applicable one of {', '.join(REFERENCE_PROBLEMS)})")
+    parser.add_argument("--threads", type=_positive, default=1,
+                        help="torch CPU threads (default: %(default)s; the problems are small, and "
+                             "on a shared CPU more threads wait for each other)")
     args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
     try:
         estimator = resolve(args.estimator)
         report = check_estimator(estimator, args.problems, kinds=args.kinds, target=args.target,
@@ -121,6 +128,8 @@ def main(argv=None) -> int:
     except EstimatorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)
     print(report.table())
     for problem in report.reports:
         if not problem.passed:

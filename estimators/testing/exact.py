@@ -47,13 +47,12 @@ from torch.distributions import (Bernoulli, Categorical, Independent, MixtureSam
 from ..base import EstimatorError
 
 __all__ = ["Exact", "EnumerationExact", "GaussianGridExact", "QuadraticLogWeightExact",
-           "MAX_TUPLES", "MAX_K"]
+           "MAX_TUPLES"]
 
 F64 = torch.float64
 HALF_WIDTH = 8.5  # |e_d| <= 8.5 holds all but 2e-17 of the Gaussian mass in each direction
 GRID_STEP = {1: 0.05, 2: 0.125}  # h of the e-grid by dimension
 V_STEP = 0.2  # step in v = log s of Frullani's integral
-MAX_K = 1024  # the range in v is set for bounds up to this K
 MAX_TUPLES = 1_000_000  # outcome tuples an exact K-sample bound by enumeration may sum over
 _TAIL = 45.0  # integrands are cut where they fall below e^-45 (3e-20) of their scale
 
@@ -291,17 +290,22 @@ class GaussianGridExact:
                     _max_difference(fine, rough))
         return Exact(value, fine, error)
 
-    def bounds(self, lam, theta, num_samples: Sequence[int]) -> dict:
-        """The K-sample bound for each K of ``num_samples``: {K: Exact}."""
+    def bounds(self, lam, theta, num_samples: Sequence[int], gradient: bool = True) -> dict:
+        """The K-sample bound for each K of ``num_samples``: {K: Exact} (without ``gradient``,
+        the values alone, and the gradient an empty dict)."""
         points, weights, coarse = _nodes(self.dim, self.step)
-        values = self.pointwise(lam, theta, points, components=True)
+        values = self.pointwise(lam, theta, points, components=gradient)
         coarse_weights = torch.where(coarse, weights * 2 ** self.dim, torch.zeros_like(weights))
         elbo = float(weights @ values["objective"])
-        names = _flat_names(values["grad_objective"])
-        grad_log_w = torch.stack([_flatten(g, names) for g in values["grad_log_w"]])  # (C, N, P)
-        grad_log_pi = torch.stack([_flatten(g, names) for g in values["grad_log_pi"]])
+        names = _flat_names(values["grad_objective"]) if gradient else []
+        components = values["log_w"].shape[0]
+        if gradient:
+            grad_log_w = torch.stack([_flatten(g, names) for g in values["grad_log_w"]])
+            grad_log_pi = torch.stack([_flatten(g, names) for g in values["grad_log_pi"]])
+        else:  # no parameters to differentiate: (C, N, 0)
+            grad_log_w = grad_log_pi = torch.zeros(components, len(weights), 0, dtype=F64)
         centred = values["log_w"] - elbo  # (C, N)
-        v = _v_grid(centred, values["log_pi"], weights)
+        v = _v_grid(centred, values["log_pi"], weights, max(num_samples))
         results = {}
         psi, phi, dphi = _phi_on_grid(v, centred, values["log_pi"],
                                       torch.stack([weights, coarse_weights], 1), grad_log_w,
@@ -321,10 +325,11 @@ class GaussianGridExact:
             value, grad = estimates["fine"]
             error = 0.0
             for other in ("coarse", "fine-v"):
+                difference = (grad - estimates[other][1]).abs()
                 error = max(error, abs(value - estimates[other][0]),
-                            float((grad - estimates[other][1]).abs().max()))
-            gradient = _unflatten(grad, names, elbo_gradient)
-            results[k] = Exact(value, gradient, error)
+                            float(difference.max()) if difference.numel() else 0.0)
+            found = _unflatten(grad, names, elbo_gradient) if gradient else {}
+            results[k] = Exact(value, found, error)
         return results
 
 
@@ -353,13 +358,16 @@ def _unflatten(flat: torch.Tensor, names, like: dict) -> dict:
     return out
 
 
-def _v_grid(centred: torch.Tensor, log_pi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _v_grid(centred: torch.Tensor, log_pi: torch.Tensor, weights: torch.Tensor,
+            largest_k: int) -> torch.Tensor:
     """Nodes in v = log s that hold all of Frullani's integrand: below v_min, e^{-Ks} - phi^K is
-    K s (E w - 1) to first order, under e^-45 for K <= MAX_K; above v_max, s w >= e^3.8 = 45 at
-    every node, so phi < e^-45."""
+    K s (E w - 1) to first order, under e^-45 for every K asked; above v_max, s w >= 45 at every
+    node of weight above 1e-22 (the others hold less than 1e-18 of phi in all), so that
+    phi < e^-45 there."""
     log_mass = torch.logsumexp(torch.log(weights)[None] + log_pi + centred, (0, 1))
-    low = -_TAIL - math.log(MAX_K) - max(0.0, float(log_mass))
-    high = max(4.0, float((-centred).max()) + math.log(_TAIL))
+    low = -_TAIL - math.log(largest_k) - max(0.0, float(log_mass))
+    counted = (weights[None] * log_pi.exp()) > 1e-22
+    high = max(4.0, float((-centred)[counted].max()) + math.log(_TAIL))
     start, stop = math.floor(low / V_STEP), math.ceil(high / V_STEP)
     if (stop - start) % 2:  # an even number of intervals, so that the 2H rule spans them too
         stop += 1
@@ -390,11 +398,15 @@ def _phi_on_grid(v, centred, log_pi, weights, grad_log_w, grad_log_pi, chunk: in
             # d e^{-s w} = e^{-s w} (-s w) d log w; x e^{-x} as exp(log x - x) stays finite
             slope = log_sw.sub_(sw).exp_()
             # every rule's weights times the gradients, side by side: (n, W P)
-            weighted = (weight[:, :, None] * grad_log_w[c, part, None, :]).reshape(-1, rules * params)
+            if not params:
+                continue
+            rows = weight.shape[0]
+            weighted = (weight[:, :, None] * grad_log_w[c, part, None, :]).reshape(
+                rows, rules * params)
             dphi -= slope.T @ weighted
             if mixture:
                 weighted = (weight[:, :, None] * grad_log_pi[c, part, None, :]).reshape(
-                    -1, rules * params)
+                    rows, rules * params)
                 dphi += decay.T @ weighted
     dphi = dphi.reshape(v.shape[0], rules, params).movedim(1, 0)
     return psi, phi, dphi
@@ -495,7 +507,7 @@ def _quadratic_bound_variants(a0, a1, a2, num_samples: Sequence[int], log_eviden
     limit = 1 / (2 * most_positive) if most_positive > 0 else math.inf
     left = -min(0.5, limit / 2)
     left_width = min(-left, 1 + left, limit + left)
-    low = -_TAIL - math.log(MAX_K) - max(0.0, log_evidence - centre)
+    low = -_TAIL - math.log(max(num_samples)) - max(0.0, log_evidence - centre)
     # Above v_max, s w' >= 45 wherever |e_d| <= 8.5: log w' is at least the sum over d of each
     # quadratic's minimum on that interval.
     b0, b1, b2 = a0.detach(), a1.detach(), a2.detach()

@@ -311,7 +311,7 @@ def _grid_problem(name, kind, lam, theta, build, dim, description, method="",
     grid = GaussianGridExact(build, dim)
 
     def bounds(lam, theta, num_samples, gradient):
-        return grid.bounds(lam, theta, num_samples)
+        return grid.bounds(lam, theta, num_samples, gradient)
 
     return ReferenceProblem(
         name, kind, lam, theta, build, description,
