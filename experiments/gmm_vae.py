@@ -416,17 +416,38 @@ def run(config: Config, paths) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _figure(plt, rows: int, columns: int, size):
-    fig, axes = plt.subplots(rows, columns, figsize=size, constrained_layout=True, squeeze=False)
-    fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
+def _figure(plt, rows: int, columns: int, size, **kwargs):
+    fig, axes = plt.subplots(rows, columns, figsize=size, layout="constrained", squeeze=False,
+                             **kwargs)
     return fig, axes
 
 
 def _line(name: str, objective: str) -> dict:
-    from .style import color
+    from .style import estimator_style
 
-    return {"color": color(name), "linestyle": "--" if objective == "iwae" else "-",
-            "linewidth": 1.4}
+    style = estimator_style(name)
+    return {"color": style["color"], "linestyle": style["linestyle"], "linewidth": 1.3}
+
+
+# The gradient figure's panels draw these (those trained): each family's plainest member and the
+# baselines that change the score function's noise most; every estimator's numbers are in the
+# summary (python -m experiments.gmm_vae). Fourteen estimators with error bars read as none.
+GRADIENT_PANEL = ("score_function", "score_function_loo", "score_function+nvil", "pathwise",
+                  "pathwise_analytic_kl", "stl", "iwae", "dreg", "measure_valued")
+
+
+def _legend(fig, axes, ncol: int = 4) -> None:
+    """One legend below the panels, every estimator drawn, in the families' order."""
+    from .style import FAMILIES
+
+    found = {}
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            found.setdefault(label, handle)
+    order = [member for _, members in FAMILIES.values() for member in members]
+    labels = sorted(found, key=lambda label: order.index(label) if label in order else len(order))
+    fig.legend([found[label] for label in labels], labels, loc="outside lower center",
+               ncol=ncol, fontsize=7.5, frameon=False, handlelength=2.6)
 
 
 def plot(results: dict, results_path, paths) -> list:
@@ -435,84 +456,114 @@ def plot(results: dict, results_path, paths) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .style import mean_and_se, plot_band
+    from .style import family_of, mean_and_se, plain_log_ticks, plot_band, rc_context
 
     data = results["data"]
     runs, names, objectives = data["runs"], data["names"], data["objectives"]
     count = data["num_runs"]
     script = "experiments/gmm_vae.py"
     figures = []
-    budget = (f"{data['steps']} Adam steps, {data['batch_size']} points x K = "
+    budget = (f"{data['steps']} Adam steps, {data['batch_size']} points × K = "
               f"{data['num_samples']} samples per step, for every estimator; mean of {count} runs"
               ", band ±1 s.e. over runs")
-
-    # Held-out ELBO against steps and wall-clock time, as a gap to the data's own entropy.
-    fig, axes = _figure(plt, 1, 2, (12, 4.6))
-    entropy = data["data_entropy"]
-    for name in names:
-        run = runs[name]
-        gap = np.maximum(-entropy - np.asarray(run["elbo"]), 1e-3)  # (runs, evaluations)
-        seconds = np.asarray(run["step"]) * run["median_step_seconds"]
-        for ax, x in ((axes[0, 0], run["step"]), (axes[0, 1], seconds)):
-            plot_band(ax, x, gap, label=name, **_line(name, objectives[name]))
-    for ax in axes[0]:
-        ax.set_yscale("log")
-        ax.set_ylabel("−(held-out ELBO) − (data entropy)\n(nats per point, lower is better)")
-    axes[0, 0].set_xlabel("Adam step")
-    axes[0, 1].set_xlabel(f"training time of the group of {count} runs (s) = steps × median "
-                          "wall-clock time\nof one step (estimator, backward pass and Adam update)")
-    axes[0, 0].set_title("(a) against steps", fontsize=10)
-    axes[0, 1].set_title("(b) against wall-clock time", fontsize=10)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               frameon=False, title="estimator (dashed: trains\nthe K-sample bound)",
-               title_fontsize=8)
-    fig.suptitle(f"VAE on eight Gaussians: held-out ELBO; data entropy {entropy:.3f} nats. "
-                 + budget, fontsize=9)
-    figures += save_figure(fig, paths, "gmm-vae-training", results_path, script)
-
-    # Gradient variance and SNR of encoder and decoder during training.
-    fig, axes = _figure(plt, 2, 2, (12, 7.5))
-    for name in names:
-        run = runs[name]
-        steps = np.asarray(run["probe_step"], float)
-        for row, group in enumerate(("encoder", "decoder")):
-            for col, key in enumerate(("total_variance", "mean_snr")):
-                # (probes, runs): each run on its own parameters; mean and s.e. over runs
-                values = np.asarray([[r[group][key] for r in p] for p in run["probes"]]).T
-                mean, se = mean_and_se(values)
-                axes[row, col].errorbar(steps, mean, yerr=se, marker="o", markersize=4,
-                                        capsize=2, label=name, **_line(name, objectives[name]))
-    symbols = {"encoder": "λ", "decoder": "θ"}
-    for row, group in enumerate(("encoder", "decoder")):
-        axes[row, 0].set_ylabel(f"total variance of the {group} ({symbols[group]}) gradient\n"
-                                "(trace of covariance; mean over runs, ±1 s.e. over runs)")
-        axes[row, 1].set_ylabel(f"mean SNR of the {group} ({symbols[group]}) gradient\n"
-                                "|mean| / sd per coordinate, averaged (±1 s.e. over runs)")
-        for ax in axes[row]:
+    scores = [n for n in names if family_of(n) == "score function"]
+    with rc_context():
+        # Held-out ELBO against steps and wall-clock time, as its gap to the best possible
+        # value, E log p(x) = -H (the data's own density), the score functions apart.
+        fig, axes = _figure(plt, 2, 2, (10.4, 7.0), sharey=True)
+        entropy = data["data_entropy"]
+        for name in names:
+            run = runs[name]
+            gap = np.maximum(-entropy - np.asarray(run["elbo"]), 1e-3)  # (runs, evaluations)
+            seconds = np.asarray(run["step"]) * run["median_step_seconds"]
+            row = 0 if name in scores else 1
+            for ax, x in ((axes[row, 0], run["step"]), (axes[row, 1], seconds)):
+                plot_band(ax, x, gap, label=name, **_line(name, objectives[name]))
+        for ax in axes.flat:
             ax.set_yscale("log")
-            ax.set_xlabel("training step at which gradients are probed")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               frameon=False, title="estimator", title_fontsize=8)
-    fig.suptitle(f"gradient noise during training: {data['num_replicates']} independent estimates "
-                 f"on one minibatch of {data['diagnostic_batch']} points, K = "
-                 f"{data['num_samples']}, on each of the {count} runs' own parameters",
-                 fontsize=10)
-    figures += save_figure(fig, paths, "gmm-vae-gradients", results_path, script)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("−H − held-out ELBO\n(nats per point, lower is better)")
+        for column in range(2):  # one step axis and one time axis for both rows
+            low = min(ax.get_xlim()[0] for ax in axes[:, column])
+            high = max(ax.get_xlim()[1] for ax in axes[:, column])
+            for ax in axes[:, column]:
+                ax.set_xlim(low, high)
+        plain_log_ticks(axes[0, 0])
+        axes[1, 0].set_xlabel("Adam step")
+        axes[1, 1].set_xlabel(f"training time of the group of {count} runs (s) = steps × "
+                              "median wall-clock\ntime of one step (estimator, backward pass "
+                              "and Adam update)")
+        axes[0, 0].set_title("(a) the score functions, against steps", fontsize=9)
+        axes[0, 1].set_title("(b) the score functions, against wall-clock time", fontsize=9)
+        axes[1, 0].set_title("(c) the others, against steps", fontsize=9)
+        axes[1, 1].set_title("(d) the others, against wall-clock time", fontsize=9)
+        _legend(fig, axes)
+        fig.suptitle("VAE on eight Gaussians: the held-out ELBO's gap to its best value, the "
+                     f"data's own E log p(x) = −H = {-entropy:.3f} nats\n" + budget,
+                     fontsize=9.5)
+        figures += save_figure(fig, paths, "gmm-vae-training", results_path, script)
 
-    figures += _plot_density(plt, data, results_path, paths, script)
-    figures += _plot_latent(plt, data, results_path, paths, script)
+        # Gradient variance and SNR of encoder and decoder during training.
+        chosen = [n for n in GRADIENT_PANEL if n in names]
+        shown = chosen if len(chosen) >= 2 else names
+        fig, axes = _figure(plt, 2, 2, (10.4, 7.6))
+        for name in shown:
+            run = runs[name]
+            steps = np.asarray(run["probe_step"], float)
+            for row, group in enumerate(("encoder", "decoder")):
+                for col, key in enumerate(("total_variance", "mean_snr")):
+                    # (probes, runs): each run on its own parameters; mean and s.e. over runs
+                    values = np.asarray([[r[group][key] for r in p] for p in run["probes"]]).T
+                    mean, se = mean_and_se(values)
+                    axes[row, col].errorbar(steps, mean, yerr=se, marker=_marker(name),
+                                            markersize=4, capsize=2, label=name,
+                                            **_line(name, objectives[name]))
+        symbols = {"encoder": "λ", "decoder": "θ"}
+        for row, group in enumerate(("encoder", "decoder")):
+            axes[row, 0].set_ylabel(f"total variance, {group} ({symbols[group]}) gradient\n"
+                                    "(trace of covariance)")
+            axes[row, 1].set_ylabel(f"mean SNR, {group} ({symbols[group]}) gradient\n"
+                                    "(|mean| / sd, averaged over coordinates)")
+            for col, ax in enumerate(axes[row]):
+                ax.set_yscale("log")
+                plain_log_ticks(ax)
+                ax.set_title(f"({'abcd'[2 * row + col]}) {group}: "
+                             f"{'variance' if col == 0 else 'signal-to-noise ratio'}",
+                             fontsize=9)
+        for ax in axes[1]:
+            ax.set_xlabel("training step at which gradients are probed")
+        _legend(fig, axes, ncol=5)
+        left_out = len(names) - len(shown)
+        fig.suptitle(f"gradient noise during training: {data['num_replicates']} independent "
+                     f"estimates on one minibatch of {data['diagnostic_batch']} points, K = "
+                     f"{data['num_samples']}, on each of the {count} runs' own parameters;\n"
+                     f"mean over runs, ±1 s.e. over runs"
+                     + (f"; {len(shown)} of the {len(names)} estimators (all in the summary)"
+                        if left_out else ""), fontsize=9.5)
+        figures += save_figure(fig, paths, "gmm-vae-gradients", results_path, script)
+
+        figures += _plot_density(plt, data, results_path, paths, script)
+        figures += _plot_latent(plt, data, results_path, paths, script)
     return figures
 
 
-def _panels(plt, count: int, size_per: float = 2.6):
-    columns = min(6, count)
-    rows = math.ceil(count / columns)
-    fig, axes = _figure(plt, rows, columns, (size_per * columns + 1.2, size_per * rows + 0.6))
+def _marker(name: str) -> str:
+    from .style import estimator_style
+
+    return estimator_style(name)["marker"]
+
+
+def _panels(plt, count: int, columns: int = 5, size_per: float = 1.85, extra: int = 0):
+    """A grid of square panels, ``count`` used (``extra`` more cells kept for a legend), the
+    rest hidden, sharing both axes so that only the outer ones carry labels."""
+    rows = math.ceil((count + extra) / columns)
+    fig, axes = _figure(plt, rows, columns, (size_per * columns + 0.9, size_per * rows + 0.9),
+                        sharex=True, sharey=True)
     for ax in axes.flat[count:]:
-        ax.set_visible(False)
-    return fig, list(axes.flat)[:count]
+        ax.set_axis_off()
+    for ax in axes[:, 0]:
+        ax.tick_params(labelleft=True)
+    return fig, axes
 
 
 def _plot_density(plt, data, results_path, paths, script):
@@ -523,7 +574,8 @@ def _plot_density(plt, data, results_path, paths, script):
     sample = np.asarray(data["heldout_sample"])
     truth = np.exp(np.asarray(data["data_grid_log_density"]))
     panels = ["data", *names]
-    fig, axes = _panels(plt, len(panels))
+    fig, grid = _panels(plt, len(panels))
+    axes = list(grid.flat)[:len(panels)]
     # One absolute scale for every panel, set by the data density's peak.
     levels = np.linspace(0, 1.25 * truth.max(), 11)
     for ax, name in zip(axes, panels):
@@ -536,44 +588,63 @@ def _plot_density(plt, data, results_path, paths, script):
         image = ax.contourf(axis, axis, density, levels=levels, cmap="Blues", extend="max")
         ax.scatter(sample[:200, 0], sample[:200, 1], s=1.5, color="#d62728", alpha=0.7,
                    linewidth=0)
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=7.5)
         ax.set_aspect("equal")
-        ax.set_xlabel("x₁", fontsize=8)
-        ax.set_ylabel("x₂", fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="density p(x)", format="%.2f")
-    fig.suptitle("learned density p(x) = E_p(z)[p(x|z)] of run 0 (blue, one scale for all panels) "
-                 "against held-out data (red dots); log p(x): held-out mean, nats per point "
-                 f"(importance-weighted estimate), mean ± s.e. over {data['num_runs']} runs",
+        ax.grid(False)
+    for ax in grid[-1]:
+        ax.set_xlabel("x₁", fontsize=8)
+    for ax in grid[:, 0]:
+        ax.set_ylabel("x₂", fontsize=8)
+    fig.colorbar(image, ax=grid, shrink=0.5, label="density p(x)", format="%.2f")
+    fig.suptitle("learned density p(x) = E_p(z)[p(x|z)] of run 0 (blue, one scale for all "
+                 "panels) against held-out data (red dots);\nlog p(x): held-out mean, nats per "
+                 f"point (importance-weighted estimate), mean ± s.e. over {data['num_runs']} runs",
                  fontsize=9)
     return save_figure(fig, paths, "gmm-vae-density", results_path, script)
 
 
 def _plot_latent(plt, data, results_path, paths, script):
+    from matplotlib.lines import Line2D
+
     names, runs = data["names"], data["runs"]
     labels = np.asarray(data["latent_labels"])
-    fig, axes = _panels(plt, len(names))
+    components = int(labels.max()) + 1
+    # Categories, so a qualitative palette and a legend: a cyclic colour map with a colour bar
+    # made the first and the last component one red.
+    palette = plt.get_cmap("tab10" if components <= 10 else "tab20").colors
+    colours = np.asarray([palette[label % len(palette)] for label in labels])
+    fig, grid = _panels(plt, len(names), extra=1)
+    axes = list(grid.flat)[:len(names)]
     circle = np.linspace(0, 2 * np.pi, 200)
     limit = 1.05 * max(2.2, max(np.abs(np.asarray(runs[n]["latent_means"])).max() for n in names))
     for ax, name in zip(axes, names):
         means = np.asarray(runs[name]["latent_means"])
-        points = ax.scatter(means[:, 0], means[:, 1], c=labels, cmap="hsv", vmin=0,
-                            vmax=labels.max() + 1, s=3, linewidth=0)
+        ax.scatter(means[:, 0], means[:, 1], c=colours, s=2.5, linewidth=0)
         for radius in (1, 2):
             ax.plot(radius * np.cos(circle), radius * np.sin(circle), color="0.6",
                     linewidth=0.7, linestyle=":")
-        ax.set_title(name, fontsize=8)
+        ax.set_title(name, fontsize=7.5)
         ax.set_xlim(-limit, limit)
         ax.set_ylim(-limit, limit)
         ax.set_aspect("equal")
-        ax.set_xlabel("z₁ (encoder mean)", fontsize=8)
-        ax.set_ylabel("z₂", fontsize=8)
         ax.tick_params(labelsize=7)
-    bar = fig.colorbar(points, ax=axes, shrink=0.6, label="mixture component of x")
-    bar.set_ticks(np.arange(labels.max() + 1) + 0.5)
-    bar.set_ticklabels([str(i + 1) for i in range(labels.max() + 1)])
+        ax.grid(False)
+    for ax in grid[-1]:
+        ax.set_xlabel("z₁ (encoder mean)", fontsize=8)
+    for ax in grid[:, 0]:
+        ax.set_ylabel("z₂", fontsize=8)
+    for column in range(grid.shape[1]):  # a hidden cell's neighbour above labels its column
+        if grid.shape[0] > 1 and not grid[-1, column].axison:
+            grid[-2, column].set_xlabel("z₁ (encoder mean)", fontsize=8)
+            grid[-2, column].tick_params(labelbottom=True)
+    handles = [Line2D([], [], linestyle="none", marker="o", markersize=5,
+                      color=palette[i % len(palette)], label=f"component {i + 1}")
+               for i in range(components)]
+    grid.flat[len(names)].legend(handles=handles, loc="center", fontsize=7.5, frameon=False,
+                                 title="ring component of x", title_fontsize=7.5)
     fig.suptitle("latent space of run 0: encoder means of held-out points, coloured by the ring "
-                 "component they came from; dotted circles: 1 and 2 prior standard deviations",
+                 "component they came from;\ndotted circles: 1 and 2 prior standard deviations",
                  fontsize=9)
     return save_figure(fig, paths, "gmm-vae-latent", results_path, script)
 
