@@ -23,7 +23,7 @@ each of the n coordinates of (lambda, theta), the replicate mean with the exact 
   taking four times the replicates;
 * the check needs at least the R at which it detects, with probability 0.9, a bias as large as
   one estimate's standard deviation, (c + t_0.9) / sqrt(R) <= 1 (:func:`minimum_replicates`;
-  32 at alpha = 1e-3 over 10 coordinates); fewer is refused.
+  34 at alpha = 1e-3 over 10 coordinates); fewer is refused.
 """
 
 from __future__ import annotations
