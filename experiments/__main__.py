@@ -26,8 +26,8 @@ from pathlib import Path
 from . import STUDIES, available_studies
 from .common import (ROOT, Paths, ResultsMismatch, StudyConfig, announce_figures,
                      check_parts_kept, check_threads, check_writable, describe_fields,
-                     load_results, metadata, reading, save_results, seed_everything,
-                     study_device, torch_threads)
+                     load_results, metadata, reading, resolve_device, save_results,
+                     seed_everything, study_device, torch_threads)
 
 
 MAX_SEED = 2 ** 32 - 1
@@ -49,6 +49,7 @@ class StudyText:
     description: str
     epilog: str
     fields: tuple
+    devices: tuple  # the device types its Config supports (StudyConfig.DEVICES)
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,15 +76,20 @@ def study_text(module_name: str) -> StudyText | None:
         doc = (module.Config.__doc__ or "").strip()
         return StudyText(module.SUMMARY, module.SUMMARY + ("\n\n" + doc if doc else ""),
                          describe_fields(module.Config),
-                         tuple(f.name for f in dataclasses.fields(module.Config)))
+                         tuple(f.name for f in dataclasses.fields(module.Config)),
+                         module.Config.DEVICES)
     own = [node.target.id for node in config.body if isinstance(node, ast.AnnAssign)
            and isinstance(node.target, ast.Name)
            and not ast.unparse(node.annotation).startswith("ClassVar")]
     fields = tuple(dict.fromkeys([f.name for f in dataclasses.fields(StudyConfig)] + own))
+    devices = StudyConfig.DEVICES
+    for node in config.body:
+        if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["DEVICES"]:
+            devices = ast.literal_eval(node.value)
     doc = ast.get_docstring(config) or ""
     lines = source.splitlines()[config.lineno - 1:config.end_lineno]  # the class's source
     return StudyText(summary, summary + ("\n\n" + doc if doc else ""),
-                     describe_fields("\n".join(lines)), fields)
+                     describe_fields("\n".join(lines)), fields, devices)
 
 
 def _integer(text: str, where: str) -> int:
@@ -342,7 +348,10 @@ def main(argv=None) -> int:
     # `all` is every study at its scale; the paper programme is run on its own (it is the GPU job).
     chosen = [n for n in studies if n != "paper"] if args.study == "all" else [args.study]
     for name in chosen:  # mistakes in the request, answered before torch is imported
-        check_request(args, name, studies[name].fields)
+        settings = check_request(args, name, studies[name].fields)
+        device = args.device or settings.get("device")
+        if device is not None:  # with torch alone, not the seconds a study's imports take
+            resolve_device(device, studies[name].devices, name)
     modules = {name: importlib.import_module(STUDIES[name]) for name in chosen}
     # Every study's config is built and checked before the first one runs.
     configs = {name: build_config(module, args) for name, module in modules.items()}

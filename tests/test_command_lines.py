@@ -254,11 +254,19 @@ for argv in (["gmm-vi", "--help"], [], ["gmm-vi", "--seed", "-1"], ["gmm-vi", "-
 heavy = [m for m in ("torch", "scipy", "matplotlib", "estimators", "experiments.gmm_vi")
          if m in sys.modules]
 print("HEAVY", heavy)
+try:  # a device the study refuses: torch is imported to read the name, nothing more
+    main(["gmm-vi", "--device", "cuda"])
+except SystemExit as error:
+    print("DEVICE", error)
+heavy = [m for m in ("scipy", "matplotlib", "estimators", "experiments.gmm_vi")
+         if m in sys.modules]
+print("HEAVY", heavy)
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "HEAVY []" in done.stdout, done.stdout[-500:]
+    assert done.stdout.count("HEAVY []") == 2, done.stdout[-500:]
+    assert "DEVICE error: --device cuda: gmm-vi computes on the CPU only" in done.stdout
     assert "num_replicates" in done.stdout  # gmm-vi's --help lists its fields
 
 
@@ -269,4 +277,5 @@ def test_the_help_read_from_source_is_what_the_modules_say():
         assert text.summary == module.SUMMARY, name
         assert text.fields == tuple(f.name for f in dataclasses.fields(module.Config)), name
         assert text.epilog == common.describe_fields(module.Config), name
+        assert text.devices == module.Config.DEVICES, name
         assert text.description.startswith(module.SUMMARY), name
