@@ -723,14 +723,20 @@ def run(config: Config, paths) -> dict:
 _SCRIPT = "experiments/discrete.py"
 
 
-def _legend(fig, axes, title="estimator"):
-    handles, labels = {}, {}
+def _legend(fig, axes, ncol: int = 4, extra=()):
+    """One legend below the panels: each estimator once (its line and marker), families' order."""
+    from .style import FAMILIES, legend_handle
+
+    seen = []
     for ax in np.ravel(axes):
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, h)
-    fig.legend(list(handles.values()), list(handles), loc="center left",
-               bbox_to_anchor=(1.0, 0.5), fontsize=8.5, frameon=False, title=title,
-               title_fontsize=8.5)
+        for label in ax.get_legend_handles_labels()[1]:
+            if label not in seen and not label.startswith("_"):
+                seen.append(label)
+    order = [member for _, members in FAMILIES.values() for member in members]
+    seen.sort(key=lambda label: order.index(label) if label in order else len(order))
+    handles = [legend_handle(name, markerfacecolor="white") for name in seen] + list(extra)
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8,
+               frameon=False, handlelength=2.6)
 
 
 def plot(results: dict, results_path, paths) -> list:
@@ -752,125 +758,155 @@ def _toy_title(part) -> str:
     return f"categorical, C = {len(part['exact_gradient_curve'][0])}, t_0 = {part['target']:g}"
 
 
+def _toy_grid(plt, rows: int, columns: int, size):
+    fig, axes = plt.subplots(rows, columns, figsize=size, layout="constrained", squeeze=False)
+    return fig, axes
+
+
 def _plot_toy(toy: dict, results_path, paths) -> list:
     import matplotlib.pyplot as plt
 
-    from .style import color, mean_and_se, plot_band, rc_context
+    from .style import estimator_style, mean_and_se, plot_band, rc_context
 
     parts = list(toy["parts"].values())
     K = toy["num_samples"]
     figures = []
     with rc_context():
-        # Variance against P(optimum): exact lines, measured points.
-        fig, axes = plt.subplots(1, len(parts), figsize=(4.4 * len(parts), 4.2),
-                                 layout="constrained", squeeze=False)
-        for ax, part in zip(axes[0], parts):
+        # Variance against P(optimum): exact lines, measured points; two toys a row.
+        columns = min(2, len(parts))
+        rows = math.ceil(len(parts) / columns)
+        fig, axes = _toy_grid(plt, rows, columns, (10.4, 3.3 * rows + 0.9))
+        for ax in axes.flat[len(parts):]:
+            ax.set_axis_off()
+        for index, (ax, part) in enumerate(zip(axes.flat, parts)):
             x_curve = np.asarray(part["best_probability_curve"])
             x_points = np.asarray(part["best_probability_points"])
             for name, row in part["exact"].items():
-                ax.plot(x_curve, np.maximum(row["variance"], 1e-12), color=color(name),
-                        linewidth=1.5, label=name)
+                style = estimator_style(name)
+                ax.plot(x_curve, np.maximum(row["variance"], 1e-12), color=style["color"],
+                        linestyle=style["linestyle"], linewidth=1.4, label=name)
             for name, row in part["measured"].items():
+                style = estimator_style(name)
                 variance = np.asarray(row["variance"])
                 ax.errorbar(x_points, np.maximum(variance, 1e-12),
                             yerr=2 * np.asarray(row["variance_se"]), linestyle="none",
-                            marker="o", markersize=4, markerfacecolor="white", capsize=2,
-                            color=color(name), label=name)
+                            marker=style["marker"], markersize=4, markerfacecolor="white",
+                            capsize=2, color=style["color"], label=name)
             ax.set_yscale("log")
             ax.set_ylim(bottom=1e-9)
-            what = "σ(θ)" if part["kind"] == BERNOULLI else "π_0 (logits (θ, 0, …, 0))"
+            what = "σ(θ)" if part["kind"] == BERNOULLI else "π_0, logits (θ, 0, …, 0)"
             ax.set_xlabel(f"P(the optimum) = {what}")
-            ax.set_ylabel(f"total variance of one estimate (K = {K})")
-            ax.set_title(_toy_title(part))
+            if index % columns == 0:
+                ax.set_ylabel(f"total variance of one\nestimate (K = {K})")
+            ax.set_title(f"({'abcdefgh'[index]}) {_toy_title(part)}", fontsize=9.5)
         _legend(fig, axes)
         fig.suptitle("Gradient variance on the toy E[‖b − t‖²]: lines exact (quadrature over the "
-                     "noise for the Bernoulli toy, enumeration for the score functions), points "
-                     f"measured from {toy['replicates']} estimates, ±2 s.e. (zero variance drawn "
-                     "at the floor)", fontsize=9.5)
+                     "noise for the Bernoulli toy, enumeration for the score functions);\npoints "
+                     f"measured from {toy['replicates']:,} estimates, ±2 s.e. (zero variance drawn "
+                     "at the floor, 10⁻⁹); no line: no exact value computed", fontsize=9.5)
         figures += save_figure(fig, paths, "discrete-toy-variance", results_path, _SCRIPT)
 
-        # Optimisation traces: P(optimum) and measured variance against steps.
-        fig, axes = plt.subplots(2, len(parts), figsize=(4.4 * len(parts), 7.4),
-                                 layout="constrained", squeeze=False)
-        for column, part in enumerate(parts):
+        # Optimisation traces, one toy a row: P(optimum) and the variance along the way.
+        fig, axes = _toy_grid(plt, len(parts), 2, (10.4, 2.5 * len(parts) + 1.1))
+        for row_index, part in enumerate(parts):
+            left, right = axes[row_index]
             for name, trace in part["trace"].items():
-                plot_band(axes[0, column], trace["step"], trace["best_probability"], label=name,
-                          color=color(name), linewidth=1.3)
+                style = estimator_style(name)
+                plot_band(left, trace["step"], trace["best_probability"], label=name,
+                          color=style["color"], linestyle=style["linestyle"], linewidth=1.3)
                 variance = np.maximum(np.asarray(trace["variance"]), 1e-12)
                 mean, se = mean_and_se(variance)
-                axes[1, column].errorbar(trace["probe_step"], mean, yerr=se, marker="o",
-                                         markersize=3, capsize=2, color=color(name),
-                                         linewidth=1.1, label=name)
-            axes[0, column].set_title(_toy_title(part))
-            axes[0, column].set_ylabel("P(the optimum)")
+                right.errorbar(trace["probe_step"], mean, yerr=se, marker=style["marker"],
+                               markersize=3.5, capsize=2, color=style["color"],
+                               linestyle=style["linestyle"], linewidth=1.1, label=name)
+            left.set_ylabel("P(the optimum)")
             # the Bernoulli toy starts at 1/2, the categorical at 1/C
-            axes[0, column].set_ylim(0, 1 if part["kind"] == BERNOULLI else None)
-            axes[1, column].set_yscale("log")
-            axes[1, column].set_ylabel(f"total variance at the run's θ (K = {K})")
-            for ax in axes[:, column]:
-                ax.set_xlabel("Adam step")
+            left.set_ylim(0, 1 if part["kind"] == BERNOULLI else None)
+            right.set_yscale("log")
+            right.set_ylabel(f"total variance at the\nrun's θ (K = {K})")
+            left.set_title(f"({'abcdefgh'[2 * row_index]}) {_toy_title(part)}: P(the optimum)",
+                           fontsize=9.5)
+            right.set_title(f"({'abcdefgh'[2 * row_index + 1]}) {_toy_title(part)}: variance",
+                            fontsize=9.5)
+        for ax in axes[-1]:
+            ax.set_xlabel("Adam step")
         _legend(fig, axes)
         fig.suptitle(f"Optimising the toy from θ = 0 with Adam: mean of {toy['runs']} runs, band "
-                     f"and bars ±1 s.e. over runs; variance from {toy['probe_replicates']} "
-                     "estimates per run", fontsize=10)
+                     f"and bars ±1 s.e. over runs;\nvariance from {toy['probe_replicates']:,} "
+                     "estimates per run (zero variance drawn at the floor, 10⁻¹²)", fontsize=9.5)
         figures += save_figure(fig, paths, "discrete-toy-trace", results_path, _SCRIPT)
     return figures
 
 
 def _plot_sbn(sbn: dict, results_path, paths) -> list:
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    from .style import color, mean_and_se, plot_band, rc_context
+    from .style import estimator_style, mean_and_se, plot_band, rc_context
 
     models = sbn["models"]
     count = sbn["num_runs"]
     with rc_context():
-        fig, axes = plt.subplots(len(models), 4, figsize=(18, 4.2 * len(models)),
-                                 layout="constrained", squeeze=False)
-        for row, kind in enumerate(models):
+        # One column a model, one row a quantity (four panels side by side were 18 in wide).
+        fig, axes = plt.subplots(4, len(models), figsize=(10.4, 12.0), layout="constrained",
+                                 squeeze=False)
+        for column, kind in enumerate(models):
             runs = sbn["runs"][kind]
             for i, name in enumerate(sbn["estimators"]):
                 record = runs[name]
-                style = {"color": color(name), "linewidth": 1.3}
+                style = estimator_style(name)
+                line = {"color": style["color"], "linestyle": style["linestyle"],
+                        "linewidth": 1.3}
                 elbo = np.asarray(record["train_elbo"])
-                plot_band(axes[row, 0], record["step"], elbo, label=name, **style)
+                plot_band(axes[0, column], record["step"], elbo, label=name, **line)
                 seconds = np.asarray(record["step"]) * record["median_step_seconds"]
-                plot_band(axes[row, 1], seconds, elbo, label=name, **style)
+                plot_band(axes[1, column], seconds, elbo, label=name, **line)
                 variance = np.asarray([[r["total_variance"] for r in p]
                                        for p in record["probes"]]).T
                 if variance.size:
                     mean, se = mean_and_se(variance)
-                    axes[row, 2].errorbar(record["probe_step"], mean, yerr=se, marker="o",
-                                          markersize=4, capsize=2, label=name, **style)
+                    axes[2, column].errorbar(record["probe_step"], mean, yerr=se,
+                                             marker=style["marker"], markersize=4, capsize=2,
+                                             label=name, **line)
                 for j, key in enumerate(("test_elbo", "test_iwae")):
                     mean, se = mean_and_se(np.asarray(record[key])[:, None])
-                    axes[row, 3].errorbar([i + 0.18 * (2 * j - 1)], mean, yerr=se,
-                                          marker="os"[j], color=color(name), capsize=3,
-                                          markerfacecolor="white" if j else color(name))
-            axes[row, 3].set_xticks(range(len(sbn["estimators"])))
-            axes[row, 3].set_xticklabels(sbn["estimators"], rotation=35, ha="right",
-                                         fontsize=8)
-            axes[row, 0].set_xlabel("Adam step")
-            axes[row, 1].set_xlabel(f"training time of the group of {count} runs (s) = steps "
-                                    "× median step time")
-            axes[row, 2].set_xlabel("training step at which the gradient is probed")
-            for ax in axes[row, :2]:
-                ax.set_ylabel(f"ELBO of {sbn['train_eval_images']} training images (nats)")
-            axes[row, 2].set_yscale("log")
-            axes[row, 2].set_ylabel("total variance of the encoder gradient\n"
-                                    f"({sbn['probe_replicates']} estimates, "
-                                    f"{sbn['probe_batch']} images)")
-            axes[row, 3].set_ylabel("test bound (nats): ● ELBO, ○ "
-                                    f"{sbn['iwae_samples']}-sample bound")
-            axes[row, 0].set_title(f"{kind} SBN: training bound against steps")
-            axes[row, 1].set_title(f"{kind}: against wall-clock time")
-            axes[row, 2].set_title(f"{kind}: encoder gradient variance")
-            axes[row, 3].set_title(f"{kind}: test bounds at the end")
-        _legend(fig, axes[:, :3])
+                    axes[3, column].errorbar([i + 0.18 * (2 * j - 1)], mean, yerr=se,
+                                             marker="os"[j], color=style["color"], capsize=3,
+                                             markerfacecolor="white" if j else style["color"])
+            axes[3, column].set_xticks(range(len(sbn["estimators"])))
+            axes[3, column].set_xticklabels(sbn["estimators"], rotation=35, ha="right",
+                                            fontsize=8)
+            axes[3, column].legend(handles=[
+                Line2D([], [], color="0.2", marker="o", linestyle="none", label="ELBO"),
+                Line2D([], [], color="0.2", marker="s", markerfacecolor="white",
+                       linestyle="none", label=f"{sbn['iwae_samples']}-sample bound")],
+                fontsize=7.5, loc="upper right", ncol=2)
+            low, high = axes[3, column].get_ylim()  # room above the points for the legend
+            axes[3, column].set_ylim(low, high + 0.3 * (high - low))
+            axes[0, column].set_xlabel("Adam step")
+            axes[1, column].set_xlabel(f"training time of the group of {count} runs (s)\n"
+                                       "= steps × median step time")
+            axes[2, column].set_xlabel("training step at which the gradient is probed")
+            axes[2, column].set_yscale("log")
+            letters = "abcdefgh"
+            axes[0, column].set_title(f"({letters[column]}) {kind} SBN: training bound "
+                                      "against steps", fontsize=9.5)
+            axes[1, column].set_title(f"({letters[2 + column]}) {kind}: against wall-clock "
+                                      "time", fontsize=9.5)
+            axes[2, column].set_title(f"({letters[4 + column]}) {kind}: encoder gradient "
+                                      "variance", fontsize=9.5)
+            axes[3, column].set_title(f"({letters[6 + column]}) {kind}: test bounds at the "
+                                      "end", fontsize=9.5)
+        for ax in axes[:2, 0]:
+            ax.set_ylabel(f"ELBO of {sbn['train_eval_images']:,}\ntraining images (nats)")
+        axes[2, 0].set_ylabel(f"total variance of the encoder\ngradient ({sbn['probe_replicates']} "
+                              f"estimates, {sbn['probe_batch']} images)")
+        axes[3, 0].set_ylabel("test bound (nats),\nmean ± s.e. over runs")
+        _legend(fig, axes[:3])
         fig.suptitle(f"Sigmoid belief networks, 200 Bernoulli latents, dynamically binarized "
                      f"MNIST: {sbn['steps']} Adam steps of {sbn['batch_size']} images × K = "
-                     f"{sbn['num_samples']} samples for every estimator; mean of {count} runs, "
-                     "band and bars ±1 s.e. over runs", fontsize=10.5)
+                     f"{sbn['num_samples']} samples\nfor every estimator; mean of {count} runs, "
+                     "band and bars ±1 s.e. over runs", fontsize=9.5)
         return save_figure(fig, paths, "discrete-sbn", results_path, _SCRIPT)
 
 
