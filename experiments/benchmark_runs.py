@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from .common import (_device_name, check_threads, check_writable, metadata, save_results,
+from .common import (_device_name, check_output_file, check_threads, metadata, save_results,
                      torch_threads)
 
 __all__ = ["main"]
@@ -194,14 +194,11 @@ def main(argv=None) -> dict:
         check_threads(args.threads)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    if args.out is not None:  # before the minutes of timing, not after them
-        if args.out.is_dir():
-            raise SystemExit(f"error: --out {args.out} is a folder; give a file, e.g. "
-                             f"{args.out / 'benchmark-runs.json'}")
-        try:
-            check_writable(args.out.parent, "the folder of --out")
-        except ValueError as error:
-            raise SystemExit(f"error: {error}; choose another --out") from None
+    try:
+        if args.out is not None:  # before the minutes of timing, not after them
+            check_output_file(args.out)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     if args.estimator not in estimator_names():
         raise SystemExit(f"error: unknown estimator {args.estimator!r}; choose from "
                          f"{', '.join(estimator_names())}")

@@ -126,6 +126,22 @@ def check_threads(threads, flag: str = "--threads") -> None:
                          f"{max_threads()} (four per CPU core), got {threads}")
 
 
+def check_output_file(path: Path, flag: str = "--out") -> None:
+    """ValueError with one line unless ``path`` can receive a results file: not a folder, and
+    its folder creatable and writable. For commands that save only after minutes of work."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file, e.g. {path / 'numbers.json'}")
+    existing = next(parent for parent in path.parents if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {path} lies under {existing}, which is a file, not a folder; "
+                         f"choose another {flag}")
+    try:
+        check_writable(path.parent, f"the folder of {flag}")
+    except ValueError as error:
+        raise ValueError(f"{error}; choose another {flag}") from None
+
+
 def progress(iterable: Iterable | None = None, **kwargs):
     """A tqdm progress bar on stderr, silenced when EXPERIMENTS_NO_PROGRESS is set."""
     from tqdm.auto import tqdm

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..common import _device_name, metadata, save_results, torch_threads
+from ..common import (_device_name, check_output_file, check_threads, metadata, save_results,
+                      torch_threads)
 from .data import DeviceDataset, MnistError, load_mnist
 from .train import TrainConfig, _Parser, _resolve_device, train
 
@@ -161,9 +162,15 @@ def main(argv=None) -> dict:
     if args.epochs < 1 or args.train_size < 0 or args.threads < 0:
         raise SystemExit("error: --epochs must be >= 1, --train-size and --threads >= 0")
     try:
+        check_threads(args.threads)
+        if args.out is not None:  # before the minutes of timing, not after them
+            check_output_file(args.out)
         device = _resolve_device(args.device, world=1)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device {args.device}: the benchmark runs on cpu or cuda "
+                         "devices only; use cpu, cuda, cuda:N or auto")
     try:
         images, _ = load_mnist(args.data_dir or None, "train")
     except MnistError as error:
