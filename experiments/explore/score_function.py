@@ -135,7 +135,6 @@ def _log_axis(ax):
     ax.yaxis.set_minor_locator(NullLocator())
 
 
-_MARKERS = {"score_function": "o", "score_function_autodiff": "s"}
 _LABEL = {"loc": "μ", "scale": "σ"}
 
 
@@ -146,7 +145,7 @@ def draw_variance_curves(scale: float = 1.0, offset: float = 0.0, shift: float =
     model's log p(x, z) shifted by the constant ``shift``."""
     import matplotlib.pyplot as plt
 
-    from experiments.style import color, rc_context
+    from experiments.style import estimator_style, rc_context
 
     i, j = _indices(offset, scale)
     grid = moment_grid()
@@ -172,11 +171,13 @@ def draw_variance_curves(scale: float = 1.0, offset: float = 0.0, shift: float =
             ax = axes[1 + k]
             for name in FORMS:
                 curve = constant_baseline_variance(moments, BASELINE_OF[name] - shift)[:, k]
-                ax.plot(CURVE_OFFSETS, curve, color=color(name), linewidth=1.6, label=name)
-                ax.plot(offset, curve[j], marker=_MARKERS[name], markersize=9, color=color(name))
+                style = estimator_style(name)
+                ax.plot(CURVE_OFFSETS, curve, color=style["color"], linestyle=style["linestyle"],
+                        marker=style["marker"], markevery=[j], markersize=9, linewidth=1.6,
+                        label=name)
                 row = points[name][p]
                 ax.errorbar(OFFSETS, row.variance, yerr=2 * row.variance_se, linestyle="none",
-                            marker=_MARKERS[name], markersize=4, color=color(name),
+                            marker=style["marker"], markersize=4, color=style["color"],
                             markerfacecolor="white", elinewidth=0.8)
             ax.axvline(offset, color="0.5", linewidth=0.8, linestyle=":")
             _log_axis(ax)
