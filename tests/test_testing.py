@@ -540,3 +540,50 @@ def test_python_dash_m_runs_the_command():
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert "1 passed, 0 failed, 8 skipped" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# The measurement of power and false-positive rate (experiments.testing_power)
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_power_script_judges_as_the_check_and_adds_exactly_the_bias():
+    from estimators.diagnostics import replicate_gradients
+    from experiments import testing_power
+
+    for rate in (0.2, 0.05):
+        for seed in range(3):
+            report = check_unbiased(ESTIMATORS["disarm"], "bernoulli_bits", num_samples=2,
+                                    num_replicates=100, seed=seed, false_positive_rate=rate)
+            assert testing_power.rejected_at(report, rate) == (not report.passed)
+    problem = REFERENCE_PROBLEMS["bernoulli_bits"]
+    grads = []
+    for estimator in (ESTIMATORS["disarm"],
+                      testing_power.biased(ESTIMATORS["disarm"], "lambda.logits[1]", 0.25)):
+        torch.manual_seed(0)
+        grads.append(replicate_gradients(estimator, problem.build, problem.lam, problem.theta,
+                                         num_replicates=4, num_samples=2))
+    shift = grads[1].lambda_["logits"] - grads[0].lambda_["logits"]
+    assert torch.allclose(shift, torch.tensor([0.0, 0.25, 0.0]).expand(4, 3), atol=1e-14)
+    assert torch.equal(grads[1].theta["weights"], grads[0].theta["weights"])
+
+
+def test_the_power_script_saves_its_counts_with_metadata_only_where_told(tmp_path, capsys):
+    import json
+
+    from experiments import testing_power
+
+    assert testing_power.main(["--seeds", "2", "--replicates", "100", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "results" / "testing-power.json").read_text())
+    assert saved["metadata"]["study"] == "testing-power"
+    assert "experiments.testing_power" in saved["metadata"]["command"]
+    rows = saved["data"]["rows"]
+    assert len(rows) == len(testing_power.CASES)
+    assert all(row["seeds"] == 2 and 0 <= row["power_rejections"] <= 2 for row in rows)
+    assert "power" in capsys.readouterr().out
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="choose another --out"):
+        testing_power.main(["--seeds", "2", "--out", str(blocker)])
+    with pytest.raises(SystemExit, match="--replicates 10 is below"):
+        testing_power.main(["--seeds", "2", "--replicates", "10", "--out", str(tmp_path)])
