@@ -659,13 +659,13 @@ def _label(run: dict) -> str:
 
 
 def _style(run: dict) -> dict:
-    """Dashed for estimators of the importance-weighted bound, solid for those of the ELBO."""
-    from .mnist.evaluate import estimator_for
-    from .style import color
+    """The group's estimator in its family's hue, line style and marker (experiments.style);
+    labels such as iwae:5 and score_function+nvil draw as their estimator or family member."""
+    from .style import estimator_style
 
-    iwae = estimator_for(run["estimator"]).objective == "iwae"
-    return {"color": color(run["estimator"]), "linewidth": 1.5,
-            "linestyle": "--" if iwae else "-"}
+    style = estimator_style(run["label"])
+    return {"color": style["color"], "linestyle": style["linestyle"], "marker": style["marker"],
+            "linewidth": 1.4}
 
 
 def plot(results: dict, results_path, paths) -> list:
@@ -716,7 +716,7 @@ def _curves(record: dict, key: str) -> np.ndarray:
 def _plot_bound(plt, data, results_path, paths, name="mnist-vae-bound", script=None):
     from .style import plot_band
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.6), constrained_layout=True)
     latent = data["settings"]["latent"]
     published = published_curves(latent) if data["protocol"] == "kingma-welling" else {}
     seen = max(data["runs"][n]["examples_seen"] for n in data["labels"])
@@ -735,9 +735,9 @@ def _plot_bound(plt, data, results_path, paths, name="mnist-vae-bound", script=N
         record = data["runs"][label]
         history = record["histories"][0]
         tests = _curves(record, "test_bound")
-        plot_band(axes[0], history["examples_seen"], tests, label=_label(record), marker="o",
+        plot_band(axes[0], history["examples_seen"], tests, label=_label(record),
                   markersize=2.5, **_style(record))
-        plot_band(axes[1], history["wall_seconds"], tests, label=_label(record), marker="o",
+        plot_band(axes[1], history["wall_seconds"], tests, label=_label(record),
                   markersize=2.5, **_style(record))
     axes[0].set_xscale("log")
     axes[0].set_xlim(first / 1.5, 2 * seen if shown else 1.5 * seen)
@@ -754,14 +754,14 @@ def _plot_bound(plt, data, results_path, paths, name="mnist-vae-bound", script=N
     bottom = min(min(finals) - 10, max(min(lows), top - 150))
     for ax in axes:
         ax.set_ylim(bottom - 5, top + 10)
-    axes[0].set_title("(a) against training images seen (Kingma & Welling 2014, Fig. 2)"
+    axes[0].set_title("(a) against training images seen\n(Kingma & Welling 2014, Fig. 2)"
                       + ("" if shown or not published else
-                         f"\nthe published curves start at {published['test'][0].min():.1e} "
-                         "images, beyond this run"), fontsize=10)
-    axes[1].set_title("(b) against training time", fontsize=10)
-    axes[0].legend(fontsize=7.5, loc="lower right")
+                         f"; the published curves start\nat {published['test'][0].min():.1e} "
+                         "images, beyond this run"), fontsize=9)
+    axes[1].set_title("(b) against training time", fontsize=9)
+    axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle("MNIST VAE, each estimator for the same training images: test bound on "
-                 f"{data['eval_size']:,} test images (single-sample ELBO, "
+                 f"{data['eval_size']:,} test images\n(single-sample ELBO, "
                  f"estimator-independent); mean of {data['num_runs']} runs, band ±1 s.e. over "
                  "runs\n" + data["scale_note"], fontsize=9)
     return save_figure(fig, paths, name, results_path, script or SCRIPT)
@@ -769,12 +769,15 @@ def _plot_bound(plt, data, results_path, paths, name="mnist-vae-bound", script=N
 
 def _plot_gradients(plt, data, results_path, paths, name="mnist-vae-gradients",
                     script=None):
-    from .style import mean_and_se
+    from .style import mean_and_se, plain_log_ticks
 
-    fig, axes = plt.subplots(2, 4, figsize=(18, 8), constrained_layout=True)
+    # One row a quantity, (a) and (b) side by side: four columns were 18 inches wide.
+    fig, axes = plt.subplots(4, 2, figsize=(10.4, 12.0), constrained_layout=True)
     reference = data["runs"][data["reference"]]
     symbols = {"encoder": "λ", "decoder": "θ"}
-    keys = (("total_variance", "total_variance_se"), ("mean_snr", "mean_snr_se"))
+    quantities = [(group, key, se) for group in ("encoder", "decoder")
+                  for key, se in (("total_variance", "total_variance_se"),
+                                  ("mean_snr", "mean_snr_se"))]
     for label in data["labels"]:
         record = data["runs"][label]
         # (a): run 0 of the first group, every estimator, with the replicates' standard errors
@@ -782,12 +785,11 @@ def _plot_gradients(plt, data, results_path, paths, name="mnist-vae-gradients",
                   if label in p["stats"]]
         if points:
             seen = np.maximum(np.asarray([p[0] for p in points], float), 1.0)
-            for row, group in enumerate(("encoder", "decoder")):
-                for col, (key, se) in enumerate(keys):
-                    axes[row, col].errorbar(
-                        seen, [s[group][key] for _, s in points],
-                        yerr=[s[group][se] for _, s in points], marker="o", markersize=3.5,
-                        capsize=2, label=_label(record), **_style(record))
+            for row, (group, key, se) in enumerate(quantities):
+                axes[row, 0].errorbar(
+                    seen, [s[group][key] for _, s in points],
+                    yerr=[s[group][se] for _, s in points], markersize=3.5,
+                    capsize=2, label=_label(record), **_style(record))
         # (b): every run of the group with its own estimator: mean and s.e. over runs
         own = [(p["examples_seen"], [s for s in p["runs"] if s is not None])
                for p in record["probes"]]
@@ -795,40 +797,45 @@ def _plot_gradients(plt, data, results_path, paths, name="mnist-vae-gradients",
         if not own:
             continue
         seen = np.maximum(np.asarray([x for x, _ in own], float), 1.0)
-        for row, group in enumerate(("encoder", "decoder")):
-            for col, (key, _) in enumerate(keys):
-                means, errors = zip(*[(m.item(), e.item()) for m, e in (
-                    mean_and_se(np.asarray([[s[group][key]] for s in stats]))
-                    for _, stats in own)])
-                axes[row, 2 + col].errorbar(seen, means, yerr=errors, marker="o", markersize=3.5,
-                                            capsize=2, label=_label(record), **_style(record))
-    for row, group in enumerate(("encoder", "decoder")):
-        for offset in (0, 2):
-            axes[row, offset].set_ylabel(f"total variance, {group} ({symbols[group]}) gradient\n"
-                                         "(trace of covariance, ±1 s.e.)")
-            axes[row, offset + 1].set_ylabel(f"mean SNR, {group} ({symbols[group]}) gradient\n"
-                                             "(|mean| / sd per parameter, ±1 s.e.)")
+        for row, (group, key, _) in enumerate(quantities):
+            means, errors = zip(*[(m.item(), e.item()) for m, e in (
+                mean_and_se(np.asarray([[s[group][key]] for s in stats]))
+                for _, stats in own)])
+            axes[row, 1].errorbar(seen, means, yerr=errors, markersize=3.5,
+                                  capsize=2, label=_label(record), **_style(record))
+    for row, (group, key, _) in enumerate(quantities):
+        axes[row, 0].set_ylabel(
+            f"total variance, {group} ({symbols[group]})\ngradient (trace of covariance)"
+            if key == "total_variance" else
+            f"mean SNR, {group} ({symbols[group]}) gradient\n(|mean| / sd per parameter)")
         for ax in axes[row]:
             ax.set_yscale("log")
             ax.set_xscale("log")  # the trainer's first evaluation follows its first steps
-            ax.set_xlabel("training images seen when probed")
-    axes[0, 0].set_title(f"(a) every estimator on the parameters of run 0 of {data['reference']}"
-                         "\n(±1 s.e. over the replicates)", fontsize=9)
-    axes[0, 2].set_title(f"(b) each estimator on the parameters of its own {data['num_runs']} "
-                         "runs\n(mean over runs, ±1 s.e. over runs)", fontsize=9)
+            plain_log_ticks(ax)
+    for ax in axes[-1]:
+        ax.set_xlabel("training images seen when probed")
+    for row, (group, key, _) in enumerate(quantities):
+        what = f"{group} {'variance' if key == 'total_variance' else 'SNR'}"
+        axes[row, 0].set_title(f"({'aceg'[row]}) {what}, on run 0 of {data['reference']}",
+                               fontsize=9)
+        axes[row, 1].set_title(f"({'bdfh'[row]}) {what}, on each estimator's own runs",
+                               fontsize=9)
     handles, labels = [], []
-    for ax in (axes[0, 0], axes[0, 2]):
+    for ax in axes[0]:
         for handle, text in zip(*ax.get_legend_handles_labels()):
             if text not in labels:
                 handles.append(handle)
                 labels.append(text)
-    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8, frameon=False,
+               handlelength=2.6)
     fig.suptitle(f"gradient noise during training: {data['num_replicates']} independent "
                  f"minibatch gradients on one fixed minibatch of {data['probe_batch']} training "
-                 f"images; {NVIL} needs its own learned baseline, so (a) shows it only for its "
-                 "own runs.\nIn (a) the K = 1 ELBO estimators draw the same z, and given z their "
-                 "decoder gradients are the same, so those curves coincide"
-                 "\n" + data["scale_note"], fontsize=9)
+                 f"images.\nLeft: every estimator on the parameters of run 0 of "
+                 f"{data['reference']}, ±1 s.e. over the replicates; right: each estimator on "
+                 f"its own {data['num_runs']} runs,\nmean and ±1 s.e. over runs. {NVIL} needs "
+                 "its own learned baseline, so it is drawn on the right only. On the left the "
+                 "K = 1 ELBO\nestimators draw the same z, and given z their decoder gradients "
+                 "are the same, so those curves coincide\n" + data["scale_note"], fontsize=9)
     return save_figure(fig, paths, name, results_path, script or SCRIPT)
 
 
@@ -853,12 +860,14 @@ def _show(ax, images, columns, title):
 
 
 def _plot_pictures(plt, data, results_path, paths, prefix="mnist-vae", script=None):
+    import re
+
     pics = data["pictures"]
     reference = data["reference"]
     note = data["scale_note"]
     figures = []
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.2), constrained_layout=True,
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 5.6), constrained_layout=True,
                              gridspec_kw={"width_ratios": [1, 1]})
     _show(axes[0], decode_images(pics["prior_samples"]), 10,
           "(a) decoder means of z ~ p(z) = N(0, I)")
@@ -876,7 +885,7 @@ def _plot_pictures(plt, data, results_path, paths, prefix="mnist-vae", script=No
     if "manifold" in data:
         manifold = data["manifold"]
         size = manifold["size"]
-        fig, ax = plt.subplots(figsize=(8, 8.4), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(8, 8.6), constrained_layout=True)
         _show(ax, decode_images(manifold["images"]), size, "")
         axis = np.asarray(manifold["grid"])[:size, 0]
         step = 28 + 1
@@ -885,10 +894,12 @@ def _plot_pictures(plt, data, results_path, paths, prefix="mnist-vae", script=No
         ax.set_yticks([1 + step * i + 14 for i in ticks], [f"{axis[::-1][i]:.2f}" for i in ticks])
         ax.set_xlabel("z₁ = Φ⁻¹(u), u evenly spaced in (0, 1)")
         ax.set_ylabel("z₂ = Φ⁻¹(u)")
+        # The scale note names the study's own latent (20); this model's is its own, 2.
+        own_note = re.sub(r"latent \d+", f"latent {manifold.get('latent', 2)}", note)
         fig.suptitle(f"learned MNIST manifold of a 2-D latent model (Kingma & Welling 2014, "
-                     f"Fig. 4): decoder means on a {size} x {size} grid through the inverse "
+                     f"Fig. 4):\ndecoder means on a {size} × {size} grid through the inverse "
                      f"Gaussian CDF; trained with {manifold['label']}; test bound "
-                     f"{manifold['test_elbo']:.1f} nats\n{note}", fontsize=8)
+                     f"{manifold['test_elbo']:.1f} nats\n{own_note}", fontsize=8.5)
         figures += save_figure(fig, paths, f"{prefix}-manifold", results_path,
                                script or SCRIPT)
 

@@ -486,17 +486,21 @@ def test_main_prints_one_summary_or_one_table_of_several_files(capsys):
     assert capsys.readouterr().out.strip() == mnist_vae.results_table([results, results])
 
 
-def test_dashed_lines_follow_the_registry_objective(monkeypatch):
-    import dataclasses as dc
+def test_a_group_draws_in_its_estimators_family_style():
+    # Lines were dashed for the K-sample bound and solid otherwise, in a palette where vimco and
+    # pathwise_analytic_kl were one brown; now each family has a hue and each member a style.
+    from experiments.style import estimator_style, family_of
 
-    import estimators
+    def style(label, estimator):
+        return mnist_vae._style({"label": label, "estimator": estimator})
 
-    monkeypatch.setitem(estimators.ESTIMATORS, "iwae_copy",
-                        dc.replace(estimators.ESTIMATORS["iwae"], name="iwae_copy"))
-    assert mnist_vae._style({"estimator": "iwae_copy"})["linestyle"] == "--"
-    assert mnist_vae._style({"estimator": "dreg"})["linestyle"] == "--"
-    for name in ("pathwise", "score_function", evaluate.NVIL):
-        assert mnist_vae._style({"estimator": name})["linestyle"] == "-"
+    assert style("iwae:5", "iwae")["color"] == estimator_style("iwae")["color"]
+    assert family_of("vimco:5") == family_of("iwae") == "K-sample bound"
+    assert family_of(evaluate.NVIL) == "score function"
+    drawn = [tuple(style(label, label.split(":")[0].split("+")[0]).values())
+             for label in ("pathwise", "pathwise_analytic_kl", "score_function",
+                           "score_function_loo:2", evaluate.NVIL, "iwae:5", "vimco:5")]
+    assert len(set(drawn)) == len(drawn)  # no two groups alike
 
 
 def test_decode_mean_is_the_decoders_mean():
