@@ -131,10 +131,10 @@ def _parse_value(field: dataclasses.Field, text: str):
 
 
 def check_request(args, study: str, fields: tuple) -> dict:
-    """The --set items as {field: text}, refused in one line before anything is imported or
-    run: a field the study lacks, a field given twice, a field also given by its own flag, --set
-    quick (--quick alone chooses the scale: the quick preset and the -quick results name), a
-    seed or thread count out of range, and an empty --parts entry."""
+    """The --set items as {field: text} (a field given twice: the last one counts), refused in
+    one line before anything is imported or run: a field the study lacks, a field also given by
+    its own flag, --set quick (--quick alone chooses the scale: the quick preset and the -quick
+    results name), a seed or thread count out of range, and an empty --parts entry."""
     settings = {}
     for item in args.set or []:
         if "=" not in item:
@@ -148,9 +148,6 @@ def check_request(args, study: str, fields: tuple) -> dict:
         if key == "quick":
             raise SystemExit(f"error: --set quick={text}: --quick alone chooses the scale (the "
                              "quick preset and the -quick results name); drop --set quick")
-        if settings.get(key, text) != text:
-            raise SystemExit(f"error: --set {key} is given twice ({settings[key]} and {text}); "
-                             "give it once")
         if key in FLAGS and getattr(args, key, None) is not None:
             raise SystemExit(f"error: {FLAGS[key]} and --set {key}={text} both set {key}; "
                              "give one of them")

@@ -64,8 +64,6 @@ def threads_set(monkeypatch):
     (["paper", "--quick", "--parts", "a", "--set", "parts=a,b"],
      "--parts and --set parts=a,b both set parts"),
     (["cost-functions", "--quick", "--seed", "3", "--set", "seed=4"], "--seed and --set seed=4"),
-    (["cost-functions", "--quick", "--set", "chunk=10", "--set", "chunk=20"],
-     "--set chunk is given twice (10 and 20)"),
     (["paper", "--quick", "--parts", "a,,b"], "--parts 'a,,b' names an empty part"),
     # "seed must lie in 0..-99999999999995705032703"
     (["gmm-vae", "--quick", "--set", "runs=99999999999999999999999"],
@@ -116,7 +114,7 @@ def test_threads_have_an_upper_bound_said_in_the_message(tmp_path, no_work, thre
 
 def test_a_consistent_request_runs_with_every_value_it_named(tmp_path, no_work):
     assert cli.main(["paper", "--quick", "--out", str(tmp_path), "--parts", "a", "--seed", "7",
-                     "--set", "runs=2"]) == 0
+                     "--set", "runs=3", "--set", "runs=2"]) == 0  # the last --set counts
     (name, config), = no_work
     assert (name, config.parts, config.seed, config.runs, config.quick) == (
         "paper", ("a",), 7, 2, True)
