@@ -38,7 +38,8 @@ from scipy import stats
 
 from ..base import ElboEstimate, Estimator, EstimatorError
 from ..diagnostics import replicate_gradients
-from .problems import KINDS, REFERENCE_PROBLEMS, TARGETS, ReferenceProblem, get_problem
+from .problems import (KINDS, REFERENCE_PROBLEMS, TARGETS, ReferenceProblem, check_target,
+                       get_problem)
 
 __all__ = ["check_unbiased", "assert_unbiased", "check_estimator", "applicable_problems",
            "minimum_replicates", "threshold", "CoordinateCheck", "UnbiasednessReport",
@@ -227,7 +228,7 @@ def _target(estimator, target) -> str:
 
 
 def _check_arguments(name, estimator, problem, num_samples, num_replicates,
-                     false_positive_rate, seed, kinds) -> None:
+                     false_positive_rate, seed, kinds, target) -> None:
     if not callable(estimator):
         raise EstimatorError(f"the estimator must be callable (model, q, num_samples, **options) "
                              f"-> ElboEstimate, got {type(estimator).__name__}")
@@ -246,6 +247,7 @@ def _check_arguments(name, estimator, problem, num_samples, num_replicates,
         raise EstimatorError(f"false_positive_rate must be in (0, 1), got {false_positive_rate!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise EstimatorError(f"seed must be an int, got {seed!r}")
+    check_target(target, num_samples, problem)
     least = minimum_replicates(problem.num_coordinates, false_positive_rate)
     if num_replicates < least:
         raise EstimatorError(
@@ -337,10 +339,10 @@ def check_unbiased(estimator: Callable, problem, *, num_samples: int = 1,
     target = _target(estimator, target)
     num_replicates = DEFAULT_REPLICATES if num_replicates is None else num_replicates
     _check_arguments(name, estimator, problem, num_samples, num_replicates, false_positive_rate,
-                     seed, kinds)
-    exact = problem.exact(target, num_samples)
+                     seed, kinds, target)
     with torch.random.fork_rng(devices=[]):
         _trial(name, estimator, problem, num_samples, options)
+        exact = problem.exact(target, num_samples)
         torch.manual_seed(seed)
         grads = replicate_gradients(estimator, problem.build, problem.lam, problem.theta,
                                     num_replicates=num_replicates, num_samples=num_samples,
@@ -350,6 +352,7 @@ def check_unbiased(estimator: Callable, problem, *, num_samples: int = 1,
     coordinates = []
     for group, found in (("lambda", grads.lambda_), ("theta", grads.theta)):
         for parameter, values in found.items():
+            eps = torch.finfo(values.dtype).eps
             values = values.detach().to(torch.float64)
             bad = ~torch.isfinite(values.reshape(num_replicates, -1)).all(1)
             if bad.any():
@@ -357,19 +360,19 @@ def check_unbiased(estimator: Callable, problem, *, num_samples: int = 1,
                                      f"{group}.{parameter} is NaN or infinite in {int(bad.sum())}"
                                      f" of {num_replicates} replicates")
             coordinates += _coordinates(group, parameter, values, exact.gradient[group][parameter],
-                                        exact.error, cutoff, extra)
+                                        exact.error, cutoff, extra, eps)
     return UnbiasednessReport(name, problem.name, problem.kind, target, num_samples,
                               num_replicates, seed, false_positive_rate, cutoff,
                               tuple(coordinates))
 
 
-def _coordinates(group, parameter, values, exact, exact_error, cutoff, extra) -> list:
+def _coordinates(group, parameter, values, exact, exact_error, cutoff, extra, eps) -> list:
+    """Each coordinate's statistics; ``eps`` is the machine epsilon of the estimator's own dtype."""
     count = values.shape[0]
     flat = values.reshape(count, -1)
     exact = torch.as_tensor(exact, dtype=torch.float64).reshape(-1)
     mean = flat.mean(0)
     se = flat.std(0) / math.sqrt(count)
-    eps = torch.finfo(values.dtype).eps
     size = torch.maximum(exact.abs(), flat.abs().max(0).values)
     tolerance = exact_error + ROUNDING * eps * size
     shape = values.shape[1:]
@@ -500,7 +503,7 @@ def check_estimator(estimator: Callable, problems=None, *, kinds=None, target: s
     # Every argument is checked on every problem before the first replicate is drawn.
     for problem in applicable:
         _check_arguments(name, estimator, problem, num_samples, num_replicates, share, seed,
-                         kinds)
+                         kinds, target)
     reports = tuple(check_unbiased(estimator, problem, num_samples=num_samples,
                                    num_replicates=num_replicates, false_positive_rate=share,
                                    seed=seed, target=target, kinds=kinds, **options)

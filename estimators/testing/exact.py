@@ -209,7 +209,7 @@ def _nodes(dim: int, step: float):
     return points[keep], weights[keep], mask[keep]
 
 
-def _gaussian_parts(q, copies: int):
+def _gaussian_parts(q):
     """(loc, scale, log mixture weights) of a diagonal Gaussian q or a mixture of them, as
     (N, C, D), (N, C, D), (N, C)."""
     if isinstance(q, MixtureSameFamily):
@@ -248,7 +248,7 @@ class GaussianGridExact:
         leaves = list(lam_leaves.values()) + list(theta_leaves.values())
         with torch.enable_grad():
             model, q = self.build(lam_leaves, theta_leaves)
-            loc, scale, log_pi = _gaussian_parts(q, count)
+            loc, scale, log_pi = _gaussian_parts(q)
             z = (loc + scale * points[:, None, :]).movedim(1, 0)  # (C, N, D)
             log_joint = model.log_joint(z)
             if tuple(log_joint.shape) != tuple(z.shape[:-1]):

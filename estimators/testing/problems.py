@@ -30,7 +30,7 @@ from .exact import (F64, MAX_TUPLES, EnumerationExact, Exact, GaussianGridExact,
 __all__ = ["ReferenceProblem", "REFERENCE_PROBLEMS", "TARGETS", "KINDS", "conjugate_gaussian",
            "gaussian_mixture_target", "logistic_regression", "bernoulli_bits",
            "categorical_latents", "mixture_choice", "enumerated_problem",
-           "gaussian_grid_problem", "get_problem"]
+           "gaussian_grid_problem", "get_problem", "check_target"]
 
 TARGETS = ("elbo", "iwae")
 KINDS = ("continuous", "bernoulli", "categorical", "mixture")
@@ -72,7 +72,7 @@ class ReferenceProblem:
               gradient: bool = True) -> Exact:
         """The exact objective (``target`` "elbo", or "iwae": the ``num_samples``-sample bound)
         and its gradient at ``lam`` and ``theta`` (default: the problem's own, cached)."""
-        _check_target(target, num_samples, self)
+        check_target(target, num_samples, self)
         own = lam is None and theta is None
         lam = self.lam if lam is None else _tensors(lam)
         theta = self.theta if theta is None else _tensors(theta)
@@ -115,7 +115,8 @@ class ReferenceProblem:
                 f"theta={values(self.theta)})")
 
 
-def _check_target(target, num_samples, problem) -> None:
+def check_target(target, num_samples, problem) -> None:
+    """Refuse, in one line, a target or a K whose exact objective the problem cannot give."""
     if target not in TARGETS:
         raise EstimatorError(f"target must be 'elbo' or 'iwae' (the K-sample bound), got "
                              f"{target!r}")
@@ -365,6 +366,9 @@ def logistic_regression(*, features=_FEATURES, labels=_LABELS, intercept: float 
         raise EstimatorError("logistic_regression: features must be (N, P) and labels (N,), got "
                              f"{tuple(features.shape)} and {tuple(labels.shape)}")
     dim = features.shape[1]
+    if dim > 2:
+        raise EstimatorError(f"logistic_regression: its exact K-sample bound needs at most 2 "
+                             f"weights (a grid over q's noise), got {dim}")
     lam = _tensors({"loc": loc, "log_scale": log_scale})
     theta = _tensors({"intercept": intercept, "log_prior_scale": log_prior_scale})
 
@@ -375,9 +379,6 @@ def logistic_regression(*, features=_FEATURES, labels=_LABELS, intercept: float 
     def elbo(lam, theta, gradient):
         return _logistic_elbo(features, labels, lam, theta, gradient)
 
-    grid_dim = dim if dim <= 2 else None
-    if grid_dim is None:
-        raise EstimatorError("logistic_regression: its exact K-sample bound needs P <= 2 weights")
     return _grid_problem(name, "continuous", lam, theta, build, dim,
                          f"Bayesian logistic regression, {dim} weights, {len(labels)} points",
                          "one-dimensional quadrature per data point, scipy quad_vec (ELBO); "
