@@ -41,10 +41,6 @@ def double_sided_maxwell(shape, dtype=None, device=None) -> torch.Tensor:
     return sign * radius
 
 
-# Outside any compiled graph (torch.compile): TorchInductor may reorder independent random
-# kernels, and these draws must come in the order below for a compiled pass to draw what an
-# eager one does.
-@torch.compiler.disable
 def standard_weak_derivative_pairs(shape, dtype=None, device=None, *, coupled: bool = False):
     """(4, *shape): the standardised points e of mu + sigma e for (mean +, mean -, scale +, scale -).
 
@@ -82,12 +78,26 @@ def _diagonal_gaussian(name: str, q):
     return base.loc, base.scale
 
 
-@torch.compiler.disable  # see standard_weak_derivative_pairs
 def _draws(q, num_samples: int, coupled: bool):
     """q's samples (K, *batch, D), then the standardised pairs (4, K, *batch, D), in that order."""
     with torch.no_grad():
         z = q.sample((num_samples,))
         return z, standard_weak_derivative_pairs(z.shape, z.dtype, z.device, coupled=coupled)
+
+
+def keep_draws_eager() -> None:
+    """Run the draws outside any compiled graph from now on (``replicate_gradients(compile=True)``
+    calls this before it compiles a pass).
+
+    TorchInductor may reorder independent random kernels, and the draws must come in the order
+    above for a compiled pass to draw what an eager one does. ``torch.compiler.disable`` imports
+    torch._dynamo, which takes seconds, so it is applied when a pass is first compiled rather
+    than when this module is imported: every importer of the library would pay for it otherwise.
+    """
+    global _draws
+    if not getattr(_draws, "eager_only", False):
+        _draws = torch.compiler.disable(_draws)
+        _draws.eager_only = True
 
 
 def _measure_valued(name, model, q, num_samples, coupled) -> ElboEstimate:
