@@ -737,8 +737,9 @@ def summary_main(name: str, summary, argv=None, table=None, quick_fallback: bool
                  else default]
     for results in files:
         if not results.exists():
-            raise SystemExit(f"error: no results file {results}; "
-                             f"run `python -m experiments {name}` first")
+            raise SystemExit(f"error: no results file {results}; run `python -m experiments "
+                             f"{name}` first, which writes runs/full/results/{name}.json (give "
+                             "that file), or add --out . to write the repository's results/")
     loaded = [load_results(results, name) for results in files]
     try:
         with reading(loaded[0], files[0]):
