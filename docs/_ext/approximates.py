@@ -14,6 +14,9 @@ _PROTECTED = re.compile(r"(``.+?``|:[\w:]+:`[^`]+`|`[^`]+`_?)")
 
 
 def _escape(text: str) -> str:
+    bullet = re.match(r"^(\s*\* )", text)  # a list item's marker stays a marker
+    if bullet:
+        return bullet.group(1) + _escape(text[bullet.end():])
     parts = _PROTECTED.split(text)
     for i in range(0, len(parts), 2):  # the even parts lie outside any protected span
         part = parts[i].replace("\\", "\\\\").replace("*", "\\*").replace("|", "\\|")

@@ -1,5 +1,5 @@
 """Property-test an estimator: is it unbiased? Reference problems with exact gradients, and a
-z-test at a stated false-positive rate.
+z-test at a stated false-positive rate::
 
     from estimators.testing import REFERENCE_PROBLEMS, check_unbiased
     report = check_unbiased(my_estimator, REFERENCE_PROBLEMS["conjugate_gaussian_2d"])

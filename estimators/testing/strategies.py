@@ -1,4 +1,4 @@
-"""Hypothesis strategies that draw reference problems, each with its exact gradients.
+"""Hypothesis strategies that draw reference problems, each with its exact gradients::
 
     from hypothesis import given, settings
     from estimators.testing import check_unbiased
@@ -24,8 +24,8 @@ The problems drawn, by ``kind``:
   ``dims`` (default 1 to 5) dimensions, or a two-component Gaussian mixture as log p in 1-D
   (:func:`~estimators.testing.gaussian_mixture_target`);
 * "bernoulli": one to three bits under :class:`~estimators.testing.problems.BernoulliBitsModel`;
-* "categorical": two latents of two or three classes (:func:`~estimators.testing.
-  categorical_latents`), with a drawn interaction;
+* "categorical": two latents of two or three classes (:func:`~estimators.testing.categorical_latents`), with a drawn
+  interaction;
 * "mixture": a mixture of two 1-D Gaussians as q against a bimodal log p
   (:func:`~estimators.testing.mixture_choice`).
 
