@@ -28,6 +28,7 @@ with other settings.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -377,22 +378,36 @@ def probe_settings(config: Config, measure: list[str]) -> dict:
             "probe_batch": config.probe_batch, "probe_fractions": list(config.probe_fractions)}
 
 
-def _saved_probes(probes_file: Path, wanted: dict, label: str, checkpoint: Path) -> list:
+def _afresh(checkpoint: Path, who: str) -> str:
+    """How to start a group afresh, in the words of the command that trains it."""
+    if who == "paper":
+        return f"delete {checkpoint} to train the group afresh"
+    return (f"rerun with --set resume=false (every run afresh) or delete {checkpoint} (this run "
+            "afresh)")
+
+
+def _saved_probes(probes_file: Path, wanted: dict, label: str, checkpoint: Path,
+                  who: str = NAME) -> list:
     """The probes of a resumed group, refused (one line) when measured with other settings."""
-    how = (f"rerun with --set resume=false (every run afresh) or delete {checkpoint} (this run "
-           "afresh), or restore the settings it was probed with")
+    how = f"{_afresh(checkpoint, who)}, or restore the settings it was probed with"
     if not probes_file.exists():
-        raise SystemExit(f"error: mnist-vae: run {label}: its checkpoint has no gradient probes "
+        raise SystemExit(f"error: {who}: run {label}: its checkpoint has no gradient probes "
                          f"({probes_file} is missing), so the early probes cannot be measured; "
                          f"{how}")
-    saved = json.loads(probes_file.read_text())
-    if not isinstance(saved, dict) or "settings" not in saved:
-        raise SystemExit(f"error: mnist-vae: run {label}: {probes_file} records no probe "
-                         f"settings (an older version wrote it); {how}")
+    try:
+        saved = json.loads(probes_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SystemExit(f"error: {who}: run {label}: {probes_file} is damaged or not JSON "
+                         f"({type(error).__name__}); {how}") from None
+    if (not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict)
+            or not isinstance(saved.get("probes"), list)):
+        raise SystemExit(f"error: {who}: run {label}: {probes_file} records no probe "
+                         f"settings and probes (an older version, or something else, wrote it); "
+                         f"{how}")
     changed = [key for key in wanted if saved["settings"].get(key) != wanted[key]]
     if changed:
         what = ", ".join("estimators probed" if key == "runs" else key for key in changed)
-        raise SystemExit(f"error: mnist-vae: run {label}: its gradient probes ({probes_file}) "
+        raise SystemExit(f"error: {who}: run {label}: its gradient probes ({probes_file}) "
                          f"were measured with other settings ({what}); {how}")
     return saved["probes"]
 
@@ -406,7 +421,8 @@ def save_probes(probes_file: Path, recorded: dict, probes: list) -> None:
 def train_group(config: Config, label: str, paths, data: dict, measure: list[str],
                 latent: int | None = None, runs: int | None = None, *,
                 checkpoints: Path | None = None, time_limit: float | None = None,
-                distributed: bool = True) -> tuple[dict | None, object]:
+                distributed: bool = True, who: str = NAME,
+                announce: bool = True) -> tuple[dict | None, object]:
     """Train one estimator's group of runs (resuming from its checkpoint), probing gradients at
     the fixed points: run 0 with every estimator of ``measure``, each run with its own.
 
@@ -414,7 +430,11 @@ def train_group(config: Config, label: str, paths, data: dict, measure: list[str
     output folder). With ``time_limit`` (seconds) the training may stop early, checkpointed, and
     ``(None, None)`` is returned: call again to go on. ``distributed`` False trains in this
     process alone under torchrun (the paper programme shares whole groups over the ranks).
+    ``who`` is the command whose words errors use ("mnist-vae" or "paper"); ``announce`` as for
+    :func:`experiments.mnist.train.train`.
     """
+    from .mnist.checkpoint import CheckpointError
+    from .mnist.lock import LockHeld, holding
     from .mnist.train import TrainingDiverged, train
 
     trainer_config = train_config(config, label, latent, runs)
@@ -426,49 +446,68 @@ def train_group(config: Config, label: str, paths, data: dict, measure: list[str
     per_evaluation = (trainer_config.eval_every // trainer_config.batch_size) or per_epoch
     trainer_config = dataclasses.replace(trainer_config, checkpoint=str(checkpoint),
                                          checkpoint_every=max(per_epoch, per_evaluation, 1))
-    probes_file = checkpoint.with_suffix(".probes.json")
-    resume = config.resume and checkpoint.exists()
-    # The checkpoint's name hashes the trainer's settings only: the probes file records its own
-    # and a resumed group refuses probes measured otherwise.
-    wanted = probe_settings(config, measure)
-    probes = []
-    if measure:
-        if resume:
-            probes = _saved_probes(probes_file, wanted, label, checkpoint)
-        else:  # a fresh group: record the settings now, before the first checkpoint
+    # The checkpoint's lock is held from before its probes file is read or written to the end
+    # of the training (the trainer is told it is held): a second invocation on the same
+    # checkpoint is refused before it touches either.
+    rank = _distributed_rank() if distributed else 0
+    lock = (holding(checkpoint, f"run {label}'s checkpoint {checkpoint}",
+                    "wait for the invocation that trains it to end, or use another --out")
+            if rank == 0 else contextlib.nullcontext())
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(lock)
+        except LockHeld as error:
+            raise SystemExit(f"error: {who}: {error}") from None
+        probes_file = checkpoint.with_suffix(".probes.json")
+        resume = config.resume and checkpoint.exists()
+        # The checkpoint's name hashes the trainer's settings only: the probes file records its
+        # own and a resumed group refuses probes measured otherwise.
+        wanted = probe_settings(config, measure)
+        probes = []
+        if measure:
+            if resume:
+                probes = _saved_probes(probes_file, wanted, label, checkpoint, who)
+            else:  # a fresh group: record the settings now, before the first checkpoint
+                save_probes(probes_file, wanted, probes)
+        targets = [t for t in _probe_targets(config, data["total"])
+                   if all(p["examples_seen"] < t for p in probes)] if measure else []
+        owner = trainer_config.estimator
+        # Each run's probes draw from its own seed: run r of a group reports what the solo run
+        # of seed s + r reports (run 0's is also the one every estimator is probed on).
+        probe_seeds = [seed + PROBE_NOISE_OFFSET for seed in trainer_config.seeds]
+
+        def callback(state):
+            if not targets or state.examples_seen < targets[0]:
+                return
+            while targets and state.examples_seen >= targets[0]:
+                targets.pop(0)
+            # A probe takes a while (every estimator, R replicates each): a bar of its own.
+            bar = progress(total=len(measure) + state.num_runs - 1,
+                           desc=f"mnist-vae: probing {label} at {state.examples_seen:,} images")
+            every = _measure(state.vae(0), state.baseline(0), owner, data["probe_x"], measure,
+                             config, seed=probe_seeds[0], bar=bar)
+            own = [every.get(label)] + [
+                _measure(state.vae(run), state.baseline(run), owner, data["probe_x"], [label],
+                         config, seed=probe_seeds[run], bar=bar).get(label)
+                for run in range(1, state.num_runs)]
+            bar.close()
+            probes.append({"step": int(state.step), "examples_seen": int(state.examples_seen),
+                           "stats": every, "runs": own})
             save_probes(probes_file, wanted, probes)
-    targets = [t for t in _probe_targets(config, data["total"])
-               if all(p["examples_seen"] < t for p in probes)] if measure else []
-    owner = trainer_config.estimator
-    seed = config.seed + 1000
 
-    def callback(state):
-        if not targets or state.examples_seen < targets[0]:
-            return
-        while targets and state.examples_seen >= targets[0]:
-            targets.pop(0)
-        # A probe takes a while (every estimator, R replicates each): a bar of its own.
-        bar = progress(total=len(measure) + state.num_runs - 1,
-                       desc=f"mnist-vae: probing {label} at {state.examples_seen:,} images")
-        every = _measure(state.vae(0), state.baseline(0), owner, data["probe_x"], measure,
-                         config, seed=seed, bar=bar)
-        own = [every.get(label)] + [
-            _measure(state.vae(run), state.baseline(run), owner, data["probe_x"], [label],
-                     config, seed=seed, bar=bar).get(label) for run in range(1, state.num_runs)]
-        bar.close()
-        probes.append({"step": int(state.step), "examples_seen": int(state.examples_seen),
-                       "stats": every, "runs": own})
-        save_probes(probes_file, wanted, probes)
-
-    try:
-        result = train(trainer_config, train_data=data["train"], test_images=data["test"],
-                       callback=callback, resume=resume, overwrite=not resume,
-                       time_limit=time_limit, distributed=distributed)
-    except TrainingDiverged as error:
-        raise SystemExit(f"error: mnist-vae: run {label} diverged ({error}); lower "
-                         "--set learning_rate=...") from None
-    except ValueError as error:  # the trainer's one-line message names the field and the fix
-        raise SystemExit(f"error: mnist-vae: run {label}: {error}") from None
+        try:
+            result = train(trainer_config, train_data=data["train"], test_images=data["test"],
+                           callback=callback, resume=resume, overwrite=not resume,
+                           time_limit=time_limit, distributed=distributed, announce=announce,
+                           checkpoint_locked=True)
+        except TrainingDiverged as error:
+            raise SystemExit(f"error: {who}: run {label} diverged ({error}); lower "
+                             "--set learning_rate=...") from None
+        except CheckpointError as error:  # the trainer's advice names its own flags
+            raise SystemExit(f"error: {who}: run {label}: {error.problem}; "
+                             f"{_afresh(checkpoint, who)}") from None
+        except ValueError as error:  # the trainer's one-line message names the field and the fix
+            raise SystemExit(f"error: {who}: run {label}: {error}") from None
     if not result.finished:
         return None, None
     histories = [{k: list(v) for k, v in run.history.items()} for run in result.runs]
@@ -488,6 +527,12 @@ def train_group(config: Config, label: str, paths, data: dict, measure: list[str
     record["finals"] = finals
     record.update(spread(finals, {d["run"] for d in result.diverged}))
     return record, result.runs[0].vae
+
+
+def _distributed_rank() -> int:
+    from .mnist.train import _distributed
+
+    return _distributed()[0]
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -529,6 +574,12 @@ def final_evaluation(vae, test_images: torch.Tensor, config: Config, seed: int) 
             "active_units": evaluate.active_units(vae, test_images),
             "test_images": int(test_images.shape[0])}
 
+
+# The probe minibatch's Bernoulli draw (the one seed-0 runs always had), and the offset of each
+# run's probe noise from its seed: no group seed moves either, so that probes, like the test
+# bounds, of run r of a group are those of the solo run of seed s + r.
+PROBE_SEED = 2
+PROBE_NOISE_OFFSET = 1000
 
 PICTURE_DIGITS = 4  # test digits of every class the pictures need (an interpolation takes the 4th)
 
@@ -573,13 +624,14 @@ def load_data(config: Config) -> dict:
     # One draw of the test images for every seed, run and estimator: the same yardstick.
     test_set = DeviceDataset(test_uint8, binarization, device, dtype, seed=TEST_SEED)
     test_all = test_set.evaluation_images(seed=TEST_SEED)
-    # seed: with binarization "fixed" the probe minibatch is the training set's own draw
+    # seed: with binarization "fixed" the probe minibatch is the training set's own draw; else
+    # one draw that no training seed moves, like the test images'
     probe_set = DeviceDataset(train_uint8[:config.probe_batch], binarization, device, dtype,
                               seed=config.seed)
     return {"train": train_set, "test": test_all[:config.eval_size], "test_all": test_all,
             "test_grey": test_uint8.reshape(len(test_uint8), -1).to(torch.float64) / 255,
             "test_labels": test_labels,
-            "probe_x": probe_set.evaluation_images(seed=config.seed + 2),
+            "probe_x": probe_set.evaluation_images(seed=PROBE_SEED),
             "total": total_examples(config, len(train_set))}
 
 
@@ -1035,25 +1087,21 @@ def summary(results: dict) -> str:
     """The key numbers of saved results, then the results table."""
     data = upgrade(results)["data"]
     lines = [f"mnist-vae ({results['metadata']['wall_seconds']:.0f} s; {scale_of(results)['note']}): "
-             f"per group of {data['num_runs']} runs, the final test bound (mean ± s.e. over "
-             "runs), the group's training time, and the encoder / decoder gradient variance and "
-             "mean SNR at the last probe (mean over the runs, each on its own parameters)"]
+             f"per group of {data['num_runs']} runs, the test ELBO of the trained networks on "
+             f"{data['test_size']:,} test images (mean ± s.e. over runs, as in the table below), "
+             "the group's training time, and the encoder / decoder gradient variance and mean SNR "
+             "at the last probe (mean over the runs, each on its own parameters)"]
     for label in data["labels"]:
         record = data["runs"][label]
-        finals = _curves(record, "test_bound")[:, -1]
-        mean = float(np.nanmean(finals))
-        se = float(np.nanstd(finals, ddof=1) / math.sqrt(np.sum(~np.isnan(finals)))) \
-            if len(finals) > 1 else math.nan
         parts = []
         own = [s for s in record["probes"][-1]["runs"] if s is not None] if record["probes"] else []
         if own:
             parts = [f"{g} var {np.mean([s[g]['total_variance'] for s in own]):.3g} SNR "
                      f"{np.mean([s[g]['mean_snr'] for s in own]):.3f}"
                      for g in ("encoder", "decoder")]
-        lines.append(f"  {label:24s} bound {mean:8.2f} ± {se:5.2f}  "
+        lines.append(f"  {label:24s} test ELBO {_mean_se(record, 'test_elbo'):>15s}  "
                      f"{record['wall_seconds']:7.1f} s  " + " | ".join(parts))
-    lines += _paired(data)
-    return "\n".join(lines) + "\n\n" + results_table(results)
+    return "\n".join(lines + _paired(data)) + "\n\n" + results_table(results)
 
 
 def _paired(data: dict) -> list[str]:

@@ -184,6 +184,32 @@ def test_a_group_whose_runs_share_their_noise_fails_the_same_check(tiny, monkeyp
         _assert_group_is_its_solo_runs(tiny.replace(dtype="float32", epochs=6), data, 1e-5)
 
 
+def test_the_trainers_own_test_images_are_one_draw_for_every_seed(tiny, tmp_path, monkeypatch):
+    """At batch 100, with the test images the trainer reads and binarizes itself: every number of
+    run 1's history in a group seeded 0 is the solo run seeded 1's; a per-group test draw (the
+    negative test) moves its test bounds and not its training bounds."""
+    write_split(tmp_path, "train", 300, gz=False)
+    write_split(tmp_path, "test", 100, gz=False, seed=1)
+    config = tiny.replace(data_dir=str(tmp_path), batch_size=100, eval_every=100, epochs=2,
+                          eval_size=100, dtype="float64")
+
+    def run_1_and_solo():
+        group = train(config.replace(num_runs=2)).runs[1].history
+        return group, train(config.replace(seed=1)).runs[0].history
+
+    group, solo = run_1_and_solo()
+    for key in trainer.HISTORY_KEYS:
+        if key != "wall_seconds":
+            np.testing.assert_allclose(group[key], solo[key], rtol=1e-10, err_msg=key)
+    # The negative test: the draw follows each invocation's seed (seed + 1).
+    monkeypatch.setattr(trainer, "TEST_SEED", config.seed + 1)
+    group = train(config.replace(num_runs=2)).runs[1].history
+    monkeypatch.setattr(trainer, "TEST_SEED", config.seed + 1 + 1)
+    solo = train(config.replace(seed=1)).runs[0].history
+    assert group["train_bound"] == solo["train_bound"]
+    assert not np.allclose(group["test_bound"], solo["test_bound"], rtol=1e-10)
+
+
 def test_an_ema_group_keeps_one_moving_average_per_run(tiny):
     data = (_dataset(torch.float64, 288), _dataset(torch.float64, 64).evaluation_images(0))
     config = tiny.replace(estimator="score_function_ema", dtype="float64", epochs=2)

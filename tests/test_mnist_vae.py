@@ -513,3 +513,96 @@ def test_decode_mean_is_the_decoders_mean():
         out = vae.decoder(z.to(next(vae.parameters()).dtype)).detach()
         expected = torch.sigmoid(out) if likelihood == "bernoulli" else out
         assert torch.allclose(mnist_vae.decode_mean(vae, z), expected, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Run r of a group reports what the solo run of seed s + r reports: every number, at batch 100
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def idx_files(tmp_path):
+    from test_mnist_data import write_split
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_split(folder, "train", 300, gz=False)
+    write_split(folder, "test", 200, gz=False, seed=1)  # at least 4 digits of every class
+    return folder
+
+
+def _reported(tmp_path, folder, seed, runs):
+    """The record the study keeps of one group: its histories, final numbers and probes."""
+    from experiments.common import Paths
+
+    config = mnist_vae.Config(
+        data_dir=str(folder), seed=seed, runs=runs, estimators=("pathwise_analytic_kl",),
+        latent=4, train_size=300, epochs=2, eval_every=100, eval_size=50, likelihood_k=3,
+        probe_batch=10, num_replicates=2, replicate_chunk=2, probe_fractions=(0.0, 1.0),
+        manifold_latent=0, dtype="float64")
+    assert mnist_vae.settings(config)["batch_size"] == 100
+    data = mnist_vae.load_data(config)
+    record, _ = mnist_vae.train_group(config, "pathwise_analytic_kl", Paths(tmp_path), data,
+                                      ["pathwise_analytic_kl"])
+    return record
+
+
+def _assert_run_is_solo(group, run, solo):
+    for key, values in group["histories"][run].items():
+        if key != "wall_seconds":
+            np.testing.assert_allclose(values, solo["histories"][0][key], rtol=1e-10,
+                                       err_msg=key)
+    assert group["finals"][run].keys() == solo["finals"][0].keys()
+    for key, value in group["finals"][run].items():
+        assert value == pytest.approx(solo["finals"][0][key], rel=1e-10), key
+    assert len(group["probes"]) == len(solo["probes"]) == 2
+    for ours, theirs in zip(group["probes"], solo["probes"]):
+        assert ours["examples_seen"] == theirs["examples_seen"]
+        for part in ("encoder", "decoder"):
+            for key, value in ours["runs"][run][part].items():
+                assert value == pytest.approx(theirs["runs"][0][part][key], rel=1e-10), key
+
+
+def test_every_number_of_run_r_of_a_group_is_the_solo_run_of_seed_s_plus_r(tmp_path, idx_files):
+    """Histories (train and test bounds at each evaluation), final test ELBO, L_k, its standard
+    error, active units and gradient probes of run 1 of a group seeded 0 against the solo run
+    seeded 1, at batch 100: the test images and the probe minibatch are one draw whatever the
+    seed, and each run's own draws come from its own seed."""
+    group = _reported(tmp_path / "group", idx_files, seed=0, runs=2)
+    solo = _reported(tmp_path / "solo", idx_files, seed=1, runs=1)
+    _assert_run_is_solo(group, 1, solo)
+
+
+def test_a_test_draw_that_follows_the_group_seed_fails_the_same_check(tmp_path, idx_files,
+                                                                      monkeypatch):
+    # The negative test: each group's test images binarized from its own seed.
+    from experiments.mnist import data
+
+    real = mnist_vae.load_data
+
+    def per_group(config):
+        monkeypatch.setattr(data, "TEST_SEED", config.seed + 1)
+        return real(config)
+
+    monkeypatch.setattr(mnist_vae, "load_data", per_group)
+    group = _reported(tmp_path / "group", idx_files, seed=0, runs=2)
+    solo = _reported(tmp_path / "solo", idx_files, seed=1, runs=1)
+    with pytest.raises(AssertionError):
+        _assert_run_is_solo(group, 1, solo)
+    assert group["histories"][1]["train_bound"] == solo["histories"][0]["train_bound"]
+
+
+def test_the_summary_names_one_quantity_once_as_the_table_does():
+    from experiments.common import load_results
+
+    results = load_results(Path(__file__).resolve().parents[1] / "results" /
+                           "mnist-vae-quick.json", "mnist-vae")
+    text = mnist_vae.summary(results)
+    head = text.split("paired differences")[0]
+    for label in results["data"]["labels"]:
+        record = results["data"]["runs"][label]
+        shown = mnist_vae._mean_se(record, "test_elbo")
+        line = next(line for line in head.splitlines()[1:] if line.split()[0] == label)
+        assert f"test ELBO {shown:>15s}" in line  # the table's number, under the table's name
+        assert shown in mnist_vae.results_table(results)
+    assert " bound " not in head
