@@ -26,22 +26,35 @@ state) in ``results/paper/weights/GROUP.pt``, so an invocation stopped at any po
 finished group. With ``partial`` the first group that does not fit trains for the time left and
 is checkpointed, to be continued by the next invocation (groups longer than one invocation).
 The state folder records the plan; an invocation with another plan is refused. When every
-group is finished the state folder is deleted.
+group is finished, what the programme wrote in the state folder is deleted (and the folder, once
+empty); a state folder holding other files, or one that is or holds the output folder, is
+refused before any work. An invocation holds the state folder's lock (:mod:`experiments.mnist.lock`)
+from start to end: a second invocation on the same state folder is refused at once.
+
+Shipped weights carry a SHA-256 in the envelope of the checkpoints (:func:`save_weights`,
+:func:`load_weights`); a damaged file is refused in one line. Before measuring anything an
+invocation checks every finished group: its record is readable and its own, its weights are
+there, inside the output folder, and match their checksum.
 
 Under ``torchrun`` (one process per GPU) the ranks share the groups out, rank r taking every
 world-th one of the plan, each on its own device; rank 0 then writes the results.
 
 ``python -m experiments figures`` redraws the figures from the saved results and, for the
-pictures, from the shipped weights, on a CPU; ``python -m experiments.paper evaluate GROUP``
-computes L_k of a group's shipped weights on the test set with no training.
+pictures, from the shipped weights, on a CPU; ``python -m experiments.paper evaluate WEIGHTS``
+computes L_k of a group's shipped weights on the test set with no training. Both need an
+invocation's output first: the paper-scale ones come from a GPU
+(``python -m experiments paper --device cuda --out .``), the quick ones from
+``python -m experiments paper --quick`` on a CPU (under ``runs/quick/``).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import math
 import os
-import shutil
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -51,7 +64,9 @@ import numpy as np
 import torch
 
 from . import mnist_vae
-from .common import StudyConfig, _device_name, _jsonable, atomic_write, progress, save_figure
+from .common import (StudyConfig, _device_name, _jsonable, atomic_write, machine_free, progress,
+                     save_figure)
+from .mnist.checkpoint import CheckedFileError
 from .replicated import NVIL
 
 NAME = "paper"
@@ -94,7 +109,7 @@ class Config(StudyConfig):
     num_replicates: int = 256  # (b): independent gradient estimates per probe
     replicate_chunk: int = 64  # (b): replicates per vectorised pass
     measure_steps: int = 300  # steps timed per unfinished group to plan (after as many untimed)
-    capture: bool = True  # replay each step as one CUDA graph (CUDA; eager elsewhere)
+    capture: str = "auto"  # CUDA graphs: "auto" (CUDA; eager elsewhere, silently), "true", "false"
     compile: bool = False  # torch.compile the step (CUDA)
     dtype: str = "float32"
     data_dir: str = ""  # MNIST folder ("": $MNIST_DIR or the default places)
@@ -149,8 +164,20 @@ def study_config(config: Config, group: Group) -> "mnist_vae.Config":
         eval_size=config.eval_size, likelihood_k=config.likelihood_k,
         probe_fractions=config.probe_fractions, probe_batch=config.probe_batch,
         num_replicates=config.num_replicates, replicate_chunk=config.replicate_chunk,
-        manifold_latent=0, dtype=config.dtype, compile=config.compile, capture=config.capture,
-        data_dir=config.data_dir, resume=True)
+        manifold_latent=0, dtype=config.dtype, compile=config.compile,
+        capture=capture_mode(config) != "false", data_dir=config.data_dir, resume=True)
+
+
+CAPTURE_WORDS = {"auto": "auto", "true": "true", "1": "true", "yes": "true", "false": "false",
+                 "0": "false", "no": "false"}
+
+
+def capture_mode(config: Config) -> str:
+    """"auto", "true" or "false" (``capture`` as given, bools and their words included)."""
+    value = config.capture
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return CAPTURE_WORDS.get(str(value).lower(), str(value))
 
 
 def _measured(group: Group, config: Config) -> list[str]:
@@ -184,10 +211,13 @@ class Folders:
 
     def __init__(self, config: Config, paths):
         base = paths.results / ("paper-quick" if config.quick else "paper")
+        self.root = Path(paths.root)
         self.base = base
         self.state = Path(config.state) if config.state else base / "state"
         self.groups = base / "groups"
         self.weights = base / "weights"
+        self.outputs = (Path(paths.root), paths.results, paths.figures, base, self.groups,
+                        self.weights)
 
     def group_file(self, group: Group) -> Path:
         return self.groups / f"{group.key}.json"
@@ -203,11 +233,15 @@ class Folders:
 
 def validate(config: Config) -> None:
     """Refuse, with one line naming the fix, what the programme cannot run."""
-    unknown = [part for part in config.parts if part not in PARTS]
+    unknown = [part for part in config.parts if part and part not in PARTS]
     problems = [
+        ("" in config.parts, f"parts has an empty name ({','.join(config.parts)}); name parts "
+                             f"separated by single commas, e.g. --parts a,b"),
         (not config.parts or bool(unknown),
          f"unknown part(s) {', '.join(unknown) or '(none given)'}; use --set parts= with any of "
          f"{', '.join(PARTS)}, e.g. --set parts=a,b"),
+        (capture_mode(config) not in ("auto", "true", "false"),
+         f"capture must be auto, true or false, got {config.capture!r}"),
         (len(set(config.parts)) != len(config.parts), "a part is named twice in parts"),
         (not config.budget_minutes > 0 or not math.isfinite(config.budget_minutes),
          f"budget_minutes must be a positive number, got {config.budget_minutes}"),
@@ -223,21 +257,161 @@ def validate(config: Config) -> None:
         mnist_vae.validate(study_config(config, group))
 
 
-def _check_plan(folders: Folders, config: Config) -> None:
-    """Write the plan on the first invocation; refuse an invocation with another plan."""
+def _own_pattern(config: Config) -> re.Pattern:
+    """The names of what the programme writes in a state folder: the plan, each group's
+    checkpoint and probes (:func:`mnist_vae.checkpoint_path`: the trainer's settings hashed into
+    the name), its invocations, and the temporary and lock files of their writes."""
+    names = [re.escape("plan.json")]
+    for group in groups_of(config):
+        slug = re.escape(f"{group.label}-z{group.latent}".replace("+", "-").replace(":", "-k"))
+        names += [slug + r"-[0-9a-f]{10}\.(pt|probes\.json)",
+                  re.escape(f"{group.key}.invocations.json")]
+    plain = "|".join(names)
+    return re.compile(rf"({plain})|\.({plain})\.(\w+\.tmp|lock)")
+
+
+def _check_state_folder(folders: Folders, config: Config) -> None:
+    """Refuse a state folder the programme could not clean up after itself: one that is, or
+    holds, the output folder or its results, or one that holds files the programme did not
+    write (deleted with it when the programme completed, before this check)."""
+    state = folders.state.resolve()
+    for output in folders.outputs:
+        output = output.resolve()
+        if state == output or state in output.parents:
+            raise SystemExit(f"error: paper: the state folder {folders.state} is "
+                             f"{'the' if state == output else 'above the'} output folder "
+                             f"{output if state == output else folders.root}; give "
+                             "--set state= a folder of its own (default: results/paper/state "
+                             "under --out)")
+    if not folders.state.exists():
+        return
+    if not folders.state.is_dir():
+        raise SystemExit(f"error: paper: the state folder {folders.state} is a file; give "
+                         "--set state= a folder")
+    own = _own_pattern(config)
+    other = sorted(p.name for p in folders.state.iterdir()
+                   if not (p.is_file() and own.fullmatch(p.name)))
+    if other:
+        shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        raise SystemExit(f"error: paper: the state folder {folders.state} holds files the "
+                         f"programme did not write ({shown}); give --set state= a folder of its "
+                         "own, or move them out")
+
+
+def _clean_state(folders: Folders, config: Config) -> None:
+    """Delete what the programme wrote in the state folder (the folder too, once empty)."""
+    if not folders.state.is_dir():
+        return
+    own = _own_pattern(config)
+    for path in folders.state.iterdir():
+        if path.is_file() and own.fullmatch(path.name):  # lock files too: their holders ended
+            path.unlink(missing_ok=True)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty, or not there
+        pass
+
+
+def _state_lock(folders: Folders):
+    from .mnist.lock import holding
+
+    return holding(folders.state, f"the state folder {folders.state}",
+                   "wait for that invocation to end, or give this one its own --set state= "
+                   "(or --out)")
+
+
+def _read_plan(folders: Folders) -> dict | None:
     plan_file = folders.state / "plan.json"
-    wanted = plan_identity(config)
-    if plan_file.exists():
+    if not plan_file.exists():
+        return None
+    how = (f"restore it, or delete it to plan afresh (the checkpoints beside it are kept and "
+           "resumed where they fit the new plan)")
+    try:
         saved = json.loads(plan_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SystemExit(f"error: paper: the plan {plan_file} is damaged or not JSON "
+                         f"({type(error).__name__}); {how}") from None
+    if not isinstance(saved, dict):
+        raise SystemExit(f"error: paper: the plan {plan_file} holds a "
+                         f"{type(saved).__name__}, not a plan; {how}")
+    return saved
+
+
+def _check_plan(folders: Folders, config: Config) -> None:
+    """Refuse an invocation with another plan than the state folder records."""
+    saved = _read_plan(folders)
+    wanted = plan_identity(config)
+    if saved is not None:
         changed = [k for k in wanted if saved.get(k) != wanted[k]]
         if changed:
             raise SystemExit(
                 f"error: paper: the state folder {folders.state} holds another plan (it differs "
                 f"in {', '.join(changed)}: {', '.join(f'{k}={saved.get(k)}' for k in changed)}); "
                 f"go on with those settings, or start another with --set state=NEW_FOLDER")
-    else:
-        text = json.dumps(wanted, indent=1)
-        atomic_write(plan_file, lambda tmp: Path(tmp).write_text(text))
+
+
+def _record_plan(folders: Folders, config: Config) -> None:
+    """Write the plan, once training starts (a refused invocation leaves none behind)."""
+    if _read_plan(folders) is None:
+        text = json.dumps(plan_identity(config), indent=1)
+        atomic_write(folders.state / "plan.json", lambda tmp: Path(tmp).write_text(text))
+
+
+# The keys of a finished group's record that the table, the figures and the checks read.
+RECORD_KEYS = ("group", "label", "parts", "protocol", "latent", "seeds", "histories", "finals",
+               "probes", "invocations", "weights", "runs_counted", "examples_seen", "test_elbo",
+               "test_elbo_spread_se", "log_likelihood", "log_likelihood_spread_se",
+               "likelihood_k", "settings", "eval_size")
+
+
+def _inside(root: Path, relative) -> Path | None:
+    """``root / relative`` if it stays inside ``root`` (no ``..`` out of it, no absolute path)."""
+    if not isinstance(relative, str) or not relative:
+        return None
+    path = (Path(root) / relative).resolve()
+    return path if Path(root).resolve() in (path, *path.parents) else None
+
+
+def _check_finished(folders: Folders, config: Config) -> None:
+    """Refuse, before any work, a finished group whose record or weights cannot be used (else
+    found only when the results were collected, after every remaining group had trained)."""
+    for group in groups_of(config):
+        path = folders.group_file(group)
+        if not path.exists():
+            continue
+        again = f"delete {path} to train the group again"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SystemExit(f"error: paper: the finished group's record {path} is damaged or "
+                             f"not JSON ({type(error).__name__}); restore it, or {again}") from None
+        if not isinstance(record, dict) or record.get("group") != group.key:
+            found = record.get("group") if isinstance(record, dict) else type(record).__name__
+            raise SystemExit(f"error: paper: {path} is not the record of {group.key} (it holds "
+                             f"{found!r}); restore it, or {again}")
+        missing = [key for key in RECORD_KEYS if key not in record]
+        if missing:
+            raise SystemExit(f"error: paper: the record {path} lacks {', '.join(missing)}; "
+                             f"restore it, or {again}")
+        weights = _inside(folders.root, record["weights"])
+        if weights is None:
+            raise SystemExit(f"error: paper: the record {path} names weights "
+                             f"{record['weights']!r} outside the output folder; restore it, or "
+                             f"{again}")
+        if not weights.is_file():
+            raise SystemExit(f"error: paper: the weights of the finished group {group.key} "
+                             f"({weights}) are missing; restore them, or {again}")
+        try:
+            payload = load_weights(weights)
+        except WeightsError as error:
+            advice = error.how if "has no checksum" in error.problem else "restore them"
+            raise SystemExit(f"error: paper: {error.problem}; {advice}, or {again}") from None
+        if payload["group"] != group.key:
+            raise SystemExit(f"error: paper: {weights} holds the weights of "
+                             f"{payload['group']}, not of {group.key}; restore them, or {again}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +441,7 @@ def measure(group: Group, config: Config, data: dict, device: str) -> dict:
                                                             / len(data["train"]))))
     started = time.perf_counter()
     result = train(trainer, train_data=data["train"], test_images=data["test"],
-                   distributed=False)
+                   distributed=False, announce=False)
     elapsed = time.perf_counter() - started
     wall = result.history["wall_seconds"]
     per_step = (wall[-1] - wall[0]) / steps if len(wall) > 1 else wall[-1] / (2 * steps)
@@ -310,10 +484,13 @@ def _done_steps(group: Group, config: Config, folders: Folders) -> int:
     path = _checkpoint(group, config, folders)
     if not path.exists():
         return 0
+    afresh = f"delete {path} to train the group afresh (finished groups are kept)"
     try:
-        return int(load_checkpoint(path)["step"])
-    except (CheckpointError, KeyError) as error:
-        raise SystemExit(f"error: paper: {error}") from None
+        return int(load_checkpoint(path, how=afresh)["step"])
+    except CheckpointError as error:
+        raise SystemExit(f"error: paper: {error.problem}; {afresh}") from None
+    except (KeyError, TypeError, ValueError):
+        raise SystemExit(f"error: paper: {path} holds no step count; {afresh}") from None
 
 
 def print_plan(rows: list[dict], budget: float, partial: bool, world: int) -> None:
@@ -353,14 +530,50 @@ def plan(rows: list[dict], budget_minutes: float, partial: bool) -> list[dict]:
 
 
 def run(config: Config, paths) -> dict | None:
+    from .mnist.lock import LockHeld
+
     validate(config)
     folders = Folders(config, paths)
     rank, world, local = _rank()
     device = config.device
     if world > 1 and device.startswith("cuda"):
         device = f"cuda:{local}"  # one process per GPU, each its own groups
+    _check_state_folder(folders, config)
+    # Rank 0 holds the state folder for the whole invocation (the other ranks of a torchrun are
+    # its own, and end before it does) and tells them whether it could.
+    with contextlib.ExitStack() as held:
+        refusal = None
+        if rank == 0:
+            try:
+                held.enter_context(_state_lock(folders))
+            except LockHeld as error:
+                refusal = f"error: paper: {error}"
+        if world > 1:
+            refusal = _share(refusal)
+        if refusal:
+            raise SystemExit(refusal)
+        _check_state_folder(folders, config)  # again, now that no other invocation writes
+        results = _run_held(config, paths, folders, rank, world, device)
+    if results is not None and results["complete"]:
+        _remove_if_empty(folders.state)
+    return results
+
+
+def _cuda(device: str) -> bool:
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def _run_held(config: Config, paths, folders: Folders, rank: int, world: int,
+              device: str) -> dict | None:
     if rank == 0:
         _check_plan(folders, config)
+    _check_finished(folders, config)
+    mode = capture_mode(config)
+    if rank == 0 and mode != "false" and (mode == "true" or _cuda(device)):
+        # Once for the invocation; the trainer, which trains each group, is told to keep quiet.
+        print("paper: capture: each step runs as one CUDA graph (after 3 eager warm-up steps)"
+              if _cuda(device) else "paper: capture: skipped (CUDA graphs need a CUDA device); "
+              "steps run eagerly", file=sys.stderr)
     every = groups_of(config)
     # Rank r's groups are every world-th of the plan, whatever is finished: each rank the same
     # groups in every invocation, so their checkpoints are always its own.
@@ -382,6 +595,8 @@ def run(config: Config, paths) -> dict | None:
                          f"group; the smallest needs about {math.ceil(smallest + 1)} minutes: "
                          f"use --budget-minutes {math.ceil(smallest + 1)}, or --set partial=true "
                          "to train a part of one and go on in the next invocation")
+    if rank == 0:
+        _record_plan(folders, config)
     deadline = started + 60 * config.budget_minutes
     for row in training:
         group = row["group"]
@@ -397,6 +612,15 @@ def run(config: Config, paths) -> dict | None:
     return collect(config, paths, folders)
 
 
+def _share(refusal: str | None) -> str | None:
+    """Rank 0's refusal (or None), as every rank of a torchrun sees it."""
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    box = [refusal]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _barrier() -> None:
     """Wait for every rank's groups (gloo: no GPU needed for the wait)."""
     if not torch.distributed.is_initialized():
@@ -404,22 +628,47 @@ def _barrier() -> None:
     torch.distributed.barrier()
 
 
+def command_line(argv) -> str:
+    """The invocation as records keep it: no folder of this machine, neither as a word
+    (``--out /home/...``) nor as a value (``--set state=/home/...``)."""
+    words = []
+    for word in map(str, argv):
+        key, equals, value = word.partition("=")
+        words.append(f"{key}={machine_free(value)}" if equals and os.path.isabs(value)
+                     else machine_free(word))
+    return " ".join([Path(sys.executable).name, "-m", "experiments", *words])
+
+
+def _earlier_invocations(log: Path) -> list:
+    """The invocations that trained a group before this one (a damaged log is named)."""
+    if not log.exists():
+        return []
+    try:
+        earlier = json.loads(log.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        earlier = None
+    if not isinstance(earlier, list):
+        raise SystemExit(f"error: paper: {log} is damaged (not a list of invocations); delete "
+                         "it (the group's record then lists this invocation only) and go on")
+    return earlier
+
+
 def train_group(group: Group, config: Config, paths, folders: Folders, data: dict, device: str,
                 time_limit: float | None = None) -> bool:
     """Train (or go on training) one group; write its record and weights when it finishes."""
     study = study_config(config, group).replace(device=device)
     own = {**data, "total": mnist_vae.total_examples(study, len(data["train"]))}
+    log = folders.state / f"{group.key}.invocations.json"
+    earlier = _earlier_invocations(log)  # read first: a damaged log costs no training
     started = time.perf_counter()
     record, _ = mnist_vae.train_group(study, group.label, paths, own, _measured(group, config),
                                       latent=group.latent, checkpoints=folders.state,
-                                      time_limit=time_limit, distributed=False)
-    invocation = {"command": " ".join([Path(sys.executable).name, "-m", "experiments",
-                                       *sys.argv[1:]]),
+                                      time_limit=time_limit, distributed=False, who=NAME,
+                                      announce=False)
+    invocation = {"command": command_line(sys.argv[1:]),
                   "device": device, "device_name": _device_name(device),
                   "seconds": round(time.perf_counter() - started, 3),
                   "finished": record is not None}
-    log = folders.state / f"{group.key}.invocations.json"
-    earlier = json.loads(log.read_text()) if log.exists() else []
     if record is None:
         text = json.dumps(earlier + [invocation])
         atomic_write(log, lambda tmp: Path(tmp).write_text(text))
@@ -455,20 +704,135 @@ def _ship_weights(group: Group, config: Config, study, folders: Folders, record:
             for r in range(trainer.num_runs)]
     payload = {"group": group.key, "architecture": trainer.architecture, "latent": trainer.latent,
                "likelihood": trainer.likelihood, "seeds": trainer.seeds, "runs": runs}
-    target = folders.weights_file(group)
-    atomic_write(target, lambda tmp: torch.save(payload, tmp))
-    return target
+    return save_weights(payload, folders.weights_file(group))
 
 
-def load_weights(path: Path, run: int = 0):
-    """Run ``run``'s VAE from shipped weights, on the CPU."""
+WEIGHTS_FORMAT = "vae-gradients MNIST weights, version 1"
+
+
+# Where weights come from, for a message about a file that is not there.
+_WHERE_WEIGHTS = ("the paper programme writes them under results/paper/weights/ of its --out "
+                  "folder, on a GPU (python -m experiments paper --device cuda --out .), or under "
+                  "runs/quick/results/paper-quick/weights/ with python -m experiments paper "
+                  "--quick on a CPU; run one first")
+
+
+class WeightsError(CheckedFileError):
+    """Shipped weights that cannot be used; the message names the file and what to do."""
+
+
+def _payload_problem(payload) -> str | None:
+    """What makes ``payload`` not a weights payload, or None: a dict with group, architecture,
+    latent, likelihood, seeds and runs (one state dict of tensors per seed)."""
+    from .mnist.models import ARCHITECTURES
+
+    if not isinstance(payload, dict):
+        return f"holds a {type(payload).__name__}, not a dict of weights"
+    missing = [key for key in ("group", "architecture", "latent", "likelihood", "seeds", "runs")
+               if key not in payload]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    runs, seeds = payload["runs"], payload["seeds"]
+    checks = [
+        (isinstance(payload["group"], str), "its group is not a name"),
+        (payload["architecture"] in ARCHITECTURES,
+         f"its architecture {payload['architecture']!r} is unknown"),
+        (isinstance(payload["latent"], int) and not isinstance(payload["latent"], bool)
+         and payload["latent"] >= 1, "its latent is not a positive integer"),
+        (payload["likelihood"] in ("bernoulli", "gaussian"), "its likelihood is unknown"),
+        (isinstance(runs, list) and len(runs) >= 1
+         and all(isinstance(r, dict) and r and all(torch.is_tensor(v) for v in r.values())
+                 for r in runs), "its runs are not state dicts of tensors"),
+        (isinstance(seeds, list) and isinstance(runs, list) and len(seeds) == len(runs),
+         "it has not one seed per run"),
+    ]
+    return next((problem for ok, problem in checks if not ok), None)
+
+
+def save_weights(payload: dict, path) -> Path:
+    """Write a weights payload (a dict with group, architecture, latent, likelihood, seeds and
+    runs, as the programme ships them) at ``path`` with its SHA-256, atomically.
+
+    Weights written without a checksum by an earlier version are converted by loading them and
+    saving them again: ``save_weights(torch.load(path, weights_only=True), path)``, or
+    ``python -m experiments.paper checksum FILE ...``.
+    """
+    from .mnist.checkpoint import save_checked
+
+    problem = _payload_problem(payload)
+    if problem is not None:
+        raise ValueError(f"not a weights payload: it {problem}")
+    return save_checked(Path(path), payload, WEIGHTS_FORMAT)
+
+
+def load_weights(path) -> dict:
+    """The weights payload :func:`save_weights` wrote at ``path``, checked against its SHA-256
+    and its structure; :class:`WeightsError` with one line otherwise (a damaged, truncated,
+    empty, foreign or text file, or weights without a checksum)."""
+    from .mnist.checkpoint import load_checked
+
+    path = Path(path)
+    again = "restore them, or train the group again"
+    if not path.is_file():
+        raise WeightsError(f"no weights file {path}", _WHERE_WEIGHTS)
+    try:
+        payload = load_checked(path, WEIGHTS_FORMAT, what="weights of the paper programme",
+                               error=WeightsError, how=again)
+    except WeightsError as error:
+        if "(format None" in error.problem and _legacy(path):
+            raise WeightsError(f"{path} has no checksum (weights written before they had one)",
+                               f"add one with python -m experiments.paper checksum {path}") \
+                from None
+        raise
+    problem = _payload_problem(payload)
+    if problem is not None:
+        raise WeightsError(f"{path} is not weights of the paper programme: it {problem}", again)
+    return payload
+
+
+def _legacy(path: Path) -> bool:
+    """Whether ``path`` holds a weights payload as earlier versions saved it, unchecked."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001: any failure means it is not one
+        return False
+    return _payload_problem(payload) is None
+
+
+def weights_vae(payload: dict, run: int = 0, path=None):
+    """Run ``run``'s VAE from a weights payload, on the CPU, in evaluation mode."""
     from .mnist.models import ARCHITECTURES, VAE
 
-    payload = torch.load(path, map_location="cpu", weights_only=True)
     vae = VAE(ARCHITECTURES[payload["architecture"]](payload["latent"]),
               likelihood=payload["likelihood"])
-    vae.load_state_dict(payload["runs"][run])
-    return vae.eval(), payload
+    try:
+        vae.load_state_dict(payload["runs"][run])
+    except (RuntimeError, KeyError) as error:
+        first = str(error).strip().splitlines()[0][:160]
+        raise WeightsError(f"{path or 'the weights'} do not fit their architecture "
+                           f"{payload['architecture']} with latent {payload['latent']} ({first})",
+                           "restore them, or train the group again") from None
+    return vae.eval()
+
+
+def checksum_weights(argv) -> int:
+    """``python -m experiments.paper checksum FILE ...``: give weights an earlier version wrote
+    without a checksum their SHA-256 (files that have one are checked and left as they are)."""
+    if not argv or any(a.startswith("-") for a in argv):
+        raise SystemExit("usage: python -m experiments.paper checksum WEIGHTS.pt ...")
+    for name in argv:
+        path = Path(name)
+        try:
+            load_weights(path)
+            print(f"{path}: has its checksum, unchanged")
+            continue
+        except WeightsError as error:
+            if not _legacy(path):
+                raise SystemExit(f"error: {error}") from None
+        save_weights(torch.load(path, map_location="cpu", weights_only=True), path)
+        load_weights(path)
+        print(f"{path}: checksum added")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,8 +850,8 @@ def collect(config: Config, paths, folders: Folders) -> dict:
             records[group.key] = json.loads(path.read_text())
     left = [g.key for g in every if g.key not in records]
     complete = not left
-    if complete and folders.state.exists():
-        shutil.rmtree(folders.state)  # the programme is complete: no state to keep
+    if complete:  # nothing left to resume: what the programme kept for it goes
+        _clean_state(folders, config)
     return {"parts": list(config.parts), "groups": [g.key for g in every], "records": records,
             "left": left, "complete": complete, "quick": config.quick, "runs": config.runs,
             "state_bytes": folders.state_bytes(),
@@ -573,6 +937,7 @@ def plot(results: dict, results_path, paths) -> list:
 
     from .style import plot_band, rc_context
 
+    _remove_stale_figures(paths)
     data = results["data"]
     records = data["records"]
     figures = []
@@ -622,6 +987,21 @@ def plot(results: dict, results_path, paths) -> list:
     return figures
 
 
+STALE_SECONDS = 600  # a figure is written in seconds: a temporary file this old was abandoned
+
+
+def _remove_stale_figures(paths) -> list[Path]:
+    """Remove the temporary files of this programme's figures that a kill while drawing left
+    (``figures/.paper-NAME.pdf.XXXX.tmp``); one younger than STALE_SECONDS may be another
+    drawing's, under way, and is left."""
+    folder = Path(paths.figures)
+    stale = [p for p in folder.glob(".paper-*.tmp")
+             if time.time() - p.stat().st_mtime > STALE_SECONDS] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _plot_burda(plt, records, results_path, paths, note):
     burda = [r for r in records.values() if "c" in r["parts"]]
     if not burda:
@@ -650,9 +1030,18 @@ def _plot_pictures(plt, records, results_path, paths, note):
               and r["label"] == "pathwise_analytic_kl"]
     if not chosen:
         return []
-    weights = paths.root / chosen[0]["weights"]
+    weights = _inside(paths.root, chosen[0]["weights"])
+    if weights is None:  # a results file is data: it never points outside its folder
+        print(f"paper: the weights {chosen[0]['weights']!r} of {chosen[0]['group']} lie outside "
+              f"the output folder {paths.root}; the pictures are skipped", file=sys.stderr)
+        return []
     if not weights.exists():
         print(f"paper: no weights at {weights}; the pictures are skipped", file=sys.stderr)
+        return []
+    try:
+        vae = weights_vae(load_weights(weights), 0, weights)
+    except WeightsError as error:
+        print(f"paper: {error}; the pictures are skipped", file=sys.stderr)
         return []
     from .mnist.data import MnistError, load_mnist
 
@@ -661,7 +1050,6 @@ def _plot_pictures(plt, records, results_path, paths, note):
     except MnistError as error:
         print(f"paper: the pictures need the MNIST test files ({error})", file=sys.stderr)
         return []
-    vae, _ = load_weights(weights)
     grey = test.reshape(len(test), -1).to(torch.float64) / 255
     images = torch.bernoulli(grey, generator=torch.Generator().manual_seed(1)).float()
     pictures = mnist_vae.pictures(vae, images, grey, labels, seed=3)
@@ -675,37 +1063,49 @@ def _plot_pictures(plt, records, results_path, paths, note):
 # --------------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise SystemExit(f"error: {message} (see --help)")
+
+
 def evaluate_weights(argv) -> int:
     """L_k of a group's shipped weights on the test images, every run, on the CPU."""
-    import argparse
-
-    from .common import Paths
     from .mnist import evaluate
-    from .mnist.data import MnistError, load_mnist
+    from .mnist.data import SIZES, MnistError, load_mnist
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.paper evaluate",
-                                     description="L_k of a group's shipped weights on the test "
-                                                 "images, with no training.")
-    parser.add_argument("weights", type=Path, help="a results/paper/weights/GROUP.pt file")
+    parser = _Parser(prog="python -m experiments.paper evaluate",
+                     description="L_k of a group's shipped weights on the test images, with no "
+                                 "training. The weights come from an invocation of the paper "
+                                 "programme: results/paper/weights/GROUP.pt under its --out "
+                                 "folder (a GPU run), or runs/quick/results/paper-quick/weights/"
+                                 "GROUP.pt after python -m experiments paper --quick.")
+    parser.add_argument("weights", type=Path, help="a GROUP.pt file of a weights/ folder")
     parser.add_argument("--num-samples", type=int, default=5000, help="k (default 5000)")
     parser.add_argument("--test-size", type=int, default=0, help="test images (0: all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if not args.weights.is_file():
-        raise SystemExit(f"error: no weights file {args.weights}; "
-                         f"the shipped ones are under {Paths().results / 'paper' / 'weights'}")
+    problems = [
+        (args.num_samples < 1, f"--num-samples must be >= 1, got {args.num_samples}"),
+        (not 0 <= args.test_size <= SIZES["test"],
+         f"--test-size must lie in 0..{SIZES['test']} (0: all), got {args.test_size}"),
+        (not 0 <= args.seed <= 2 ** 32 - 2, f"--seed must lie in 0..{2 ** 32 - 2}, got "
+                                            f"{args.seed}"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise SystemExit(f"error: {message}")
     try:
+        payload = load_weights(args.weights)
+        vaes = [weights_vae(payload, run, args.weights) for run in range(len(payload["runs"]))]
         test, _ = load_mnist(None, "test")
-    except MnistError as error:
+    except (WeightsError, MnistError) as error:
         raise SystemExit(f"error: {error}") from None
     if args.test_size:
         test = test[:args.test_size]
     grey = test.reshape(len(test), -1).to(torch.float32) / 255
     images = torch.bernoulli(grey, generator=torch.Generator().manual_seed(args.seed + 1))
-    _, payload = load_weights(args.weights)
     values = []
-    for run in range(len(payload["runs"])):
-        vae, _ = load_weights(args.weights, run)
+    for run, vae in enumerate(vaes):
         torch.manual_seed(args.seed + run)
         bound = evaluate.importance_sampled_log_likelihood(vae, images, args.num_samples)
         values.append(bound.mean().item())
@@ -718,12 +1118,23 @@ def evaluate_weights(argv) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m experiments.paper [RESULTS]``: the table; ``... evaluate WEIGHTS``: L_k."""
-    from .common import summary_main
+    """``python -m experiments.paper [RESULTS]``: the table; ``... evaluate WEIGHTS``: L_k;
+    ``... checksum WEIGHTS ...``: a checksum for weights an earlier version wrote without one."""
+    from .common import Paths, summary_main
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["evaluate"]:
         return evaluate_weights(argv[1:])
+    if argv[:1] == ["checksum"]:
+        return checksum_weights(argv[1:])
+    results = Paths().results
+    if not [a for a in argv if not a.startswith("-")] and not any(
+            (results / f"{NAME}{suffix}.json").exists() for suffix in ("", "-quick")):
+        raise SystemExit(f"error: no paper results at {results / 'paper.json'}: the paper "
+                         "programme writes them, on a GPU (python -m experiments paper --device "
+                         "cuda --out .); python -m experiments paper --quick writes "
+                         "runs/quick/results/paper-quick.json on a CPU, which this command "
+                         "prints when given that file")
     return summary_main(NAME, summary, argv, quick_fallback=True)
 
 

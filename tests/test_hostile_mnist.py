@@ -238,3 +238,347 @@ def test_the_trainers_out_file_holds_no_absolute_path_and_says_which_bound_is_wh
     assert not found, found
     assert saved["metadata"]["config"]["checkpoint"].endswith("run.pt")
     assert trainer.BOUNDS_NOTE in capsys.readouterr().err and saved["data"]["note"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The paper programme: its state folder, its finished groups, its weights
+# ------------------------------------------------------------------------------------------------
+
+from experiments import paper  # noqa: E402
+from experiments.__main__ import main  # noqa: E402
+
+# Two small groups of part (a) stand for its five: every path of the programme, in seconds.
+TWO = [("pathwise_analytic_kl", 3), ("pathwise_analytic_kl", 5)]
+
+
+@pytest.fixture(scope="module")
+def mnist_files():
+    from experiments.mnist.data import MnistError, load_mnist
+
+    try:
+        load_mnist(split="test")
+    except MnistError as error:
+        pytest.skip(f"no MNIST files: {error}")
+
+
+@pytest.fixture
+def two_groups(monkeypatch, mnist_files):
+    monkeypatch.setitem(paper.PARTS["a"], "groups", TWO)
+    monkeypatch.setattr(paper, "plot", lambda *args: [])
+
+
+def _paper(out, *settings):
+    return main(["paper", "--quick", "--out", str(out), "--set", "parts=a", *settings])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, mnist_files):
+    """An output folder whose two groups are finished, with a state folder of its own given,
+    in which someone put a file of theirs while the programme ran."""
+    out = tmp_path_factory.mktemp("finished")
+    original = paper.train_group
+
+    def and_a_visitor(*args, **kwargs):
+        (out / "results" / "my-state" / "visitor.txt").write_text("not the programme's")
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(paper.PARTS["a"], "groups", TWO)
+        patch.setattr(paper, "plot", lambda *args: [])
+        patch.setattr(paper, "train_group", and_a_visitor)
+        argv = ["paper", "--quick", "--out", str(out), "--set", "parts=a", "--set",
+                f"state={out / 'results' / 'my-state'}"]
+        patch.setattr(sys, "argv", ["experiments", *argv])  # the command the records keep
+        assert main(argv) == 0
+    return out
+
+
+def _copy(finished, tmp_path):
+    import shutil
+
+    target = tmp_path / "out"
+    shutil.copytree(finished, target)
+    return target
+
+
+def _no_measuring(monkeypatch):
+    def measured(*args, **kwargs):
+        raise AssertionError("measured a group before the checks")
+
+    monkeypatch.setattr(paper, "measure", measured)
+
+
+def test_a_second_invocation_on_a_state_folder_in_use_is_refused(tmp_path, two_groups,
+                                                                 monkeypatch):
+    _no_measuring(monkeypatch)
+    from experiments.common import Paths
+
+    folders = paper.Folders(paper.Config.quick(), Paths(tmp_path))
+    with locks.holding(folders.state, "the state folder", "wait"):
+        with pytest.raises(SystemExit) as error:
+            _paper(tmp_path)
+    assert (f"the state folder {folders.state} is in use by process {os.getpid()}; wait for that "
+            "invocation to end" in _one_line(error))
+
+
+def test_a_state_folder_that_holds_other_files_or_the_output_is_refused_before_any_work(
+        tmp_path, two_groups, monkeypatch):
+    _no_measuring(monkeypatch)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine, not the programme's")
+    cases = [(mine, "holds files the programme did not write (notes.txt)"),
+             (tmp_path, f"is the output folder {tmp_path}"),
+             (tmp_path / "results", "is the output folder"),
+             (tmp_path / "results" / "paper-quick" / "groups", "is the output folder"),
+             (tmp_path.parent, "is above the output folder")]
+    for state, message in cases:
+        with pytest.raises(SystemExit) as error:
+            _paper(tmp_path, "--set", f"state={state}")
+        assert message in _one_line(error), state
+    assert (mine / "notes.txt").exists()
+
+
+def test_completion_deletes_only_what_the_programme_wrote_and_records_no_machine_path(
+        finished):
+    # (Left with nothing in it, the state folder goes too: test_paper's end to end test.)
+    assert sorted(p.name for p in (finished / "results" / "my-state").iterdir()) == [
+        "visitor.txt"]
+    assert not list((finished / "results").glob(".*.lock"))
+    results = json.loads((finished / "results" / "paper-quick.json").read_text())["data"]
+    assert results["complete"] and len(results["records"]) == 2
+    for path in (finished / "results" / "paper-quick" / "groups").iterdir():
+        record = json.loads(path.read_text())
+        found = [s for s in _strings(record) if ABSOLUTE.search(s)]
+        assert not found, (path.name, found[:3])
+        command = record["invocations"][-1]["command"]
+        assert f"--out .../{finished.name} " in command and "state=.../my-state" in command
+
+
+def test_the_command_a_record_keeps_names_no_folder_of_this_machine(tmp_path):
+    line = paper.command_line(["paper", "--out", str(tmp_path / "o"), "--set",
+                               f"state={tmp_path / 's'}", "--set", "runs=2"])
+    assert not ABSOLUTE.search(line), line
+    assert line.endswith("paper --out .../o --set state=.../s --set runs=2")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"parts": ["a"', "is damaged or not JSON (JSONDecodeError)"),
+    ("[1, 2]", "holds a list, not a plan"),
+])
+def test_a_damaged_plan_is_named_in_one_line(tmp_path, two_groups, monkeypatch, text, message):
+    _no_measuring(monkeypatch)
+    state = tmp_path / "results" / "paper-quick" / "state"
+    state.mkdir(parents=True)
+    (state / "plan.json").write_text(text)
+    with pytest.raises(SystemExit) as error:
+        _paper(tmp_path)
+    assert message in _one_line(error) and "delete it to plan afresh" in str(error.value)
+
+
+def test_a_damaged_state_checkpoint_names_what_paper_can_do(tmp_path, mnist_files):
+    from experiments.common import Paths
+
+    config = paper.Config.quick().replace(parts=("a",))
+    folders = paper.Folders(config, Paths(tmp_path))
+    group = paper.groups_of(config)[0]
+    path = paper._checkpoint(group, config, folders)
+    path.parent.mkdir(parents=True)
+    path.write_text("hello, not a checkpoint")
+    with pytest.raises(SystemExit) as error:
+        paper._done_steps(group, config, folders)
+    text = _one_line(error)
+    assert f"delete {path} to train the group afresh" in text
+    assert "--checkpoint" not in text and "--overwrite" not in text
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "is damaged or not JSON"),
+    ("foreign", "is not the record of kingma-welling-pathwise_analytic_kl-z3 (it holds "
+                "'kingma-welling-pathwise_analytic_kl-z5')"),
+    ("keys", "lacks histories"),
+    ("outside", "names weights '../../..' outside the output folder"),
+    ("no weights", "are missing; restore them, or delete"),
+    ("flip", "is damaged: its contents do not match the checksum"),
+])
+def test_a_finished_group_that_cannot_be_used_is_found_before_any_work(
+        finished, tmp_path, two_groups, monkeypatch, damage, message):
+    out = _copy(finished, tmp_path)
+    groups = out / "results" / "paper-quick" / "groups"
+    record_file = groups / "kingma-welling-pathwise_analytic_kl-z3.json"
+    record = json.loads(record_file.read_text())
+    weights = out / record["weights"]
+    if damage == "truncate":
+        record_file.write_text(record_file.read_text()[:100])
+    elif damage == "foreign":
+        record_file.write_text((groups / "kingma-welling-pathwise_analytic_kl-z5.json").read_text())
+    elif damage == "keys":
+        del record["histories"]
+        record_file.write_text(json.dumps(record))
+    elif damage == "outside":
+        record_file.write_text(json.dumps({**record, "weights": "../../.."}))
+    elif damage == "no weights":
+        weights.unlink()
+    else:
+        _flip_weights(weights)
+    (groups / "kingma-welling-pathwise_analytic_kl-z5.json").unlink()  # a group left to train
+    _no_measuring(monkeypatch)
+    with pytest.raises(SystemExit) as error:
+        _paper(out)
+    assert message in _one_line(error)
+
+
+def _flip_weights(path):
+    """One bit of one float of the payload, the file otherwise whole (a valid torch file)."""
+    envelope = torch.load(path, weights_only=True)
+    envelope["payload"][len(envelope["payload"]) // 2] ^= 1
+    torch.save(envelope, path)
+
+
+def test_a_refused_budget_leaves_no_plan_and_capture_is_said_once_where_it_was_asked_for(
+        tmp_path, two_groups, monkeypatch, capsys):
+    real = paper.estimate
+    monkeypatch.setattr(paper, "estimate", lambda *args: {**real(*args), "minutes": 999.0})
+    state = tmp_path / "results" / "paper-quick" / "state"
+    # The second invocation asks for another plan (runs=3): refused for its budget, not as
+    # "another plan", since the first left none.
+    for settings, count in (((), 0), (("--set", "capture=true", "--set", "runs=3"), 1)):
+        with pytest.raises(SystemExit, match="fits no group"):  # after measuring both groups
+            _paper(tmp_path, *settings)
+        err = capsys.readouterr().err
+        assert err.count("capture") == count, err  # on a CPU: silent unless asked for
+        assert not (state / "plan.json").exists()
+    assert "capture: skipped (CUDA graphs need a CUDA device)" in err
+    with pytest.raises(SystemExit, match="capture must be auto, true or false, got 'maybe'"):
+        _paper(tmp_path, "--set", "capture=maybe")
+
+
+def test_empty_part_names_are_named(mnist_files):
+    with pytest.raises(SystemExit, match=r"parts has an empty name \(a,,b\)"):
+        paper.validate(paper.Config.quick().replace(parts=("a", "", "b")))
+
+
+# ------------------------------------------------------------------------------------------------
+# Shipped weights: a checksum, one-line refusals, the conversion of earlier files
+# ------------------------------------------------------------------------------------------------
+
+
+def _shipped(finished):
+    return finished / "results" / "paper-quick" / "weights" / \
+        "kingma-welling-pathwise_analytic_kl-z3.pt"
+
+
+def _evaluate(path, *flags):
+    return paper.main(["evaluate", str(path), "--num-samples", "2", "--test-size", "10", *flags])
+
+
+def test_a_flipped_byte_in_shipped_weights_is_refused_in_one_line(finished, tmp_path, capsys):
+    good = _shipped(finished)
+    assert _evaluate(good) == 0 and "L_2 = " in capsys.readouterr().out
+    damaged = tmp_path / "w.pt"
+    damaged.write_bytes(good.read_bytes())
+    _flip_weights(damaged)
+    with pytest.raises(SystemExit) as error:
+        _evaluate(damaged)
+    assert "is damaged: its contents do not match the checksum" in _one_line(error)
+    assert "L_2" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p, good: p.write_bytes(good.read_bytes()[:2000]), "is truncated or not weights"),
+    (lambda p, good: p.write_bytes(b""), "is empty"),
+    (lambda p, good: p.write_text("hello, weights\n"), "is truncated or not weights"),
+    (lambda p, good: torch.save({"weights": torch.zeros(3)}, p), "is not weights of the paper"),
+    (lambda p, good: p.write_bytes(pickle.dumps(_Forbidden(), protocol=2)), "is truncated or not"),
+    (lambda p, good: None, "no weights file"),
+])
+def test_evaluate_refuses_what_is_not_shipped_weights_in_one_line(finished, tmp_path, make,
+                                                                 message):
+    path = tmp_path / "w.pt"
+    make(path, _shipped(finished))
+    with pytest.raises(SystemExit) as error:
+        _evaluate(path)
+    assert message in _one_line(error)
+    if message == "no weights file":
+        assert "run one first" in str(error.value) and "--device cuda" in str(error.value)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num-samples", "0"], "--num-samples must be >= 1, got 0"),
+    (["--test-size", "-5"], "--test-size must lie in 0..10000 (0: all), got -5"),
+    (["--seed", "-1"], "--seed must lie in 0.."),
+    (["--num-samples", "x"], "invalid int value: 'x'"),
+])
+def test_evaluate_refuses_bad_flags_in_one_line(finished, flags, message):
+    with pytest.raises(SystemExit) as error:
+        paper.main(["evaluate", str(_shipped(finished)), "--num-samples", "2", *flags])
+    assert message in _one_line(error)
+
+
+def test_weights_written_without_a_checksum_are_converted_by_saving_them_again(finished,
+                                                                              tmp_path, capsys):
+    payload = paper.load_weights(_shipped(finished))
+    legacy = tmp_path / "legacy.pt"
+    torch.save(payload, legacy)  # as the programme wrote weights before they had a checksum
+    with pytest.raises(paper.WeightsError, match=rf"{legacy} has no checksum .*; add one with "
+                                                 r"python -m experiments.paper checksum"):
+        paper.load_weights(legacy)
+    paper.save_weights(torch.load(legacy, weights_only=True), legacy)
+    again = paper.load_weights(legacy)
+    assert again["group"] == payload["group"] and again["seeds"] == payload["seeds"]
+    for run, state in enumerate(payload["runs"]):
+        for name, value in state.items():
+            assert torch.equal(again["runs"][run][name], value)
+    # The same through the command line, which leaves checked files as they are.
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    assert paper.main(["checksum", str(other), str(legacy)]) == 0
+    out = capsys.readouterr().out
+    assert f"{other}: checksum added" in out and f"{legacy}: has its checksum, unchanged" in out
+    paper.load_weights(other)
+    with pytest.raises(ValueError, match="not a weights payload: it lacks runs"):
+        paper.save_weights({k: v for k, v in payload.items() if k != "runs"}, tmp_path / "x.pt")
+
+
+def test_a_records_weights_path_never_leaves_the_output_folder(finished, tmp_path, capsys):
+    from experiments.common import Paths
+
+    record = json.loads((finished / "results" / "paper-quick" / "groups" /
+                         "kingma-welling-pathwise_analytic_kl-z3.json").read_text())
+    record.update(latent=20, weights="../../..")
+    drawn = paper._plot_pictures(None, {"x": record}, tmp_path / "r.json", Paths(tmp_path), "")
+    assert drawn == [] and "lie outside the output folder" in capsys.readouterr().err
+    assert paper._inside(tmp_path, "../x") is None and paper._inside(tmp_path, "/etc") is None
+    assert paper._inside(tmp_path, "results/w.pt") == (tmp_path / "results" / "w.pt").resolve()
+
+
+def test_figures_remove_the_temporary_files_a_killed_drawing_left(tmp_path):
+    import time
+
+    from experiments.common import Paths
+
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    old = figures / ".paper-burda-quick.pdf.k1ll3d.tmp"
+    fresh = figures / ".paper-burda-quick.png.dr4w1n.tmp"  # another drawing, under way
+    other = figures / ".gmm-vi.png.abc.tmp"  # another study's
+    for path in (old, fresh, other):
+        path.write_bytes(b"part of a figure")
+    an_hour_ago = time.time() - 3600
+    for path in (old, other):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    results = {"data": {"records": {}, "quick": True}}
+    assert paper.plot(results, tmp_path / "results" / "paper-quick.json", Paths(tmp_path)) == []
+    assert not old.exists() and fresh.exists() and other.exists()
+
+
+def test_the_table_command_without_results_says_what_to_run_first(tmp_path, monkeypatch):
+    from experiments import common
+
+    real = common.Paths
+    monkeypatch.setattr(common, "Paths", lambda root=tmp_path: real(root))
+    with pytest.raises(SystemExit) as error:
+        paper.main([])
+    text = _one_line(error)
+    assert "the paper programme writes them, on a GPU (python -m experiments paper --device " \
+           "cuda --out .)" in text and "--quick" in text

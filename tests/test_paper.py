@@ -95,7 +95,7 @@ def test_end_to_end_an_interrupted_invocation_loses_no_finished_group(tmp_path, 
         assert record["seeds"] == [0, 1] and len(record["finals"]) == 2
         assert record["invocations"][-1]["device_name"]
         weights = tmp_path / record["weights"]
-        shipped = torch.load(weights, weights_only=True)
+        shipped = paper.load_weights(weights)  # checked against its SHA-256
         assert len(shipped["runs"]) == 2
         assert all(v.dtype == torch.float32 for v in shipped["runs"][0].values())
         assert not any("exp_avg" in k for k in shipped["runs"][0])  # no optimiser state
@@ -167,6 +167,7 @@ def test_a_budget_stops_a_group_partway_and_the_next_invocation_goes_on(tmp_path
 def test_the_ranks_of_a_torchrun_share_the_groups_and_rank_0_writes_the_results(tmp_path,
                                                                                  monkeypatch):
     monkeypatch.setattr(paper, "_barrier", lambda: None)
+    monkeypatch.setattr(paper, "_share", lambda refusal: refusal)
     monkeypatch.setattr(paper, "plot", lambda *args: [])
     settings = ["--set", "parts=a"]
     trained = {}
@@ -217,7 +218,7 @@ def test_an_invocation_with_another_plan_is_refused(tmp_path, monkeypatch):
                                          r"state=NEW_FOLDER"):
         _run(tmp_path, "--set", "parts=c", "--set", "runs=3")
     with pytest.raises(SystemExit, match="it differs in parts"):
-        _run(tmp_path, "--set", "parts=a")
+        _run(tmp_path, "--set", "parts=a,c")
 
 
 def test_the_published_numbers_the_table_compares_with():
