@@ -268,11 +268,23 @@ def _strings(value):
 ABSOLUTE = re.compile(r'(^|[\s"=(])/[A-Za-z][A-Za-z0-9_.-]*/')
 
 
+def _absolute_paths(path: Path) -> list[str]:
+    """The absolute paths a text file holds: in a JSON file's strings, else in its lines (a
+    binary file holds none that a reader would see)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return []
+    strings = _strings(json.loads(text)) if path.suffix == ".json" else text.splitlines()
+    return [s for s in strings if ABSOLUTE.search(s)]
+
+
 def test_no_committed_results_file_holds_an_absolute_path():
-    files = sorted((ROOT / "results").rglob("*.json"))
-    assert files
+    # Every text file under results/: the JSON results and the notes beside them (Markdown).
+    files = sorted(p for p in (ROOT / "results").rglob("*") if p.is_file())
+    assert any(p.suffix == ".json" for p in files) and any(p.suffix == ".md" for p in files)
     for path in files:
-        found = [s for s in _strings(json.loads(path.read_text())) if ABSOLUTE.search(s)]
+        found = _absolute_paths(path)
         assert not found, f"{path.relative_to(ROOT)}: {found[:3]}"
 
 
@@ -281,6 +293,9 @@ def test_the_scan_finds_an_absolute_path(tmp_path):
     assert ABSOLUTE.search("python -m experiments gmm-vi --out /tmp/x")
     assert ABSOLUTE.search("/home/user/checkpoints/run.pt")
     assert not ABSOLUTE.search("python -m experiments gmm-vi --out .../x")
+    notes = tmp_path / "notes.md"
+    notes.write_text("```\n$ python -m experiments.mnist.benchmark\nsaved /root/out/eager.json\n```\n")
+    assert _absolute_paths(notes) == ["saved /root/out/eager.json"]
     assert common.machine_free(str(tmp_path / "out")) == ".../out"
     assert common.machine_free("relative/out") == "relative/out"
 
