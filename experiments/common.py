@@ -235,8 +235,12 @@ def metadata(config: StudyConfig, study: str, wall_seconds: float, module: str =
 
 def machine_free(text: str) -> str:
     """A command-line word without this machine's folders: an absolute path inside the working
-    folder becomes relative to it, any other keeps only its last part (``.../name``)."""
+    folder becomes relative to it, any other keeps only its last part (``.../name``); so does
+    the value of a ``FIELD=/path`` word (``--set state=/path``)."""
     text = str(text)
+    key, equals, value = text.partition("=")
+    if equals and not os.path.isabs(text) and os.path.isabs(value):
+        return f"{key}={machine_free(value)}"
     if not os.path.isabs(text):
         return text
     path = Path(text)

@@ -631,12 +631,7 @@ def _barrier() -> None:
 def command_line(argv) -> str:
     """The invocation as records keep it: no folder of this machine, neither as a word
     (``--out /home/...``) nor as a value (``--set state=/home/...``)."""
-    words = []
-    for word in map(str, argv):
-        key, equals, value = word.partition("=")
-        words.append(f"{key}={machine_free(value)}" if equals and os.path.isabs(value)
-                     else machine_free(word))
-    return " ".join([Path(sys.executable).name, "-m", "experiments", *words])
+    return " ".join([Path(sys.executable).name, "-m", "experiments", *map(machine_free, argv)])
 
 
 def _earlier_invocations(log: Path) -> list:

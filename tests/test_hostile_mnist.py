@@ -360,6 +360,10 @@ def test_the_command_a_record_keeps_names_no_folder_of_this_machine(tmp_path):
                                f"state={tmp_path / 's'}", "--set", "runs=2"])
     assert not ABSOLUTE.search(line), line
     assert line.endswith("paper --out .../o --set state=.../s --set runs=2")
+    from experiments.common import machine_free  # the results files' metadata too
+
+    assert machine_free(f"state={tmp_path / 's'}") == "state=.../s"
+    assert machine_free("estimators=a,b") == "estimators=a,b"
 
 
 @pytest.mark.parametrize("text, message", [
