@@ -376,6 +376,17 @@ def test_resumed_probes_must_have_been_measured_with_the_same_settings(tmp_path)
         probes_file.write_text(json.dumps(first["probes"]))
         with pytest.raises(SystemExit, match="--set resume=false"):
             mnist_vae.train_group(config, labels[0], paths, data, labels)
+        # A truncated or foreign probes file is named in one line, in each command's words.
+        for text, what in (('{"settings": {', "is damaged or not JSON (JSONDecodeError)"),
+                           ('{"settings": 3, "probes": []}', "records no probe settings")):
+            probes_file.write_text(text)
+            for who, advice in (("mnist-vae", "--set resume=false"),
+                                ("paper", "to train the group afresh")):
+                with pytest.raises(SystemExit) as error:
+                    mnist_vae.train_group(config, labels[0], paths, data, labels, who=who)
+                assert what in str(error.value) and advice in str(error.value)
+                assert str(error.value).startswith(f"error: {who}: ")
+                assert "\n" not in str(error.value)
         # So is a resumed checkpoint that should have probes and has no probes file.
         probes_file.unlink()
         with pytest.raises(SystemExit, match="--set resume=false"):
