@@ -196,7 +196,8 @@ def test_a_group_too_large_for_memory_is_refused_before_anything_is_built(idx, m
         trainer.main(["--data-dir", str(idx), "--num-runs", "100000"])
     assert re.search(r"num_runs 100000 needs at least [\d.]+ [TP]B of memory \([\d.]+ MB a run: "
                      r"parameters, gradients, Adam's moments, minibatch draws\), more than the "
-                     r".* free on cpu; use at most \d+ runs per group", _one_line(error))
+                     r".* free on cpu; use fewer runs per group \(--num-runs; at most \d+ fit before "
+                     r"activations are counted\)", _one_line(error))
     # The estimate against a known amount: 4 copies of every parameter, a block of draws and
     # the permutation, in float32.
     config = TrainConfig(num_runs=3, train_size=120)
@@ -205,7 +206,7 @@ def test_a_group_too_large_for_memory_is_refused_before_anything_is_built(idx, m
                      .parameters())
     assert per_run == 4 * 4 * parameters + 4 * 1 * 100 * (784 + 20) + 8 * 120
     monkeypatch.setattr(trainer, "_free_memory", lambda device: 2 * per_run + 1)
-    with pytest.raises(ValueError, match="use at most 2 runs per group"):
+    with pytest.raises(ValueError, match="at most 2 fit before"):
         trainer.check_memory(config, torch.device("cpu"), 120)
     trainer.check_memory(config.replace(num_runs=2), torch.device("cpu"), 120)
 

@@ -255,7 +255,8 @@ def check_memory(config: TrainConfig, device: torch.device, num_images: int | No
                      f"{_bytes(per_run * config.num_runs)} of memory ({_bytes(per_run)} a run: "
                      f"parameters, gradients, Adam's moments, minibatch draws), more than the "
                      f"{_bytes(free)} free on {device}; "
-                     + (f"use at most {fits} runs per group (--num-runs)" if fits else
+                     + (f"use fewer runs per group (--num-runs; at most {fits} fit before "
+                        "activations are counted)" if fits else
                         "even one run does not fit: use a smaller network or batch"))
 
 
