@@ -79,13 +79,13 @@ torch.manual_seed(0)
 z = q.sample()
 score_mu, score_sigma = torch.autograd.grad(q.log_prob(z).sum(), [loc, scale])
 
+print(f"R = {R} draws from q")
 for name, score, formula in [("μ", score_mu, lambda z: (z - mu) / sigma**2),
                              ("σ", score_sigma, lambda z: ((z - mu) ** 2 / sigma**2 - 1) / sigma)]:
     exact, _ = integrate.quad(lambda z: stats.norm.pdf(z, mu, sigma) * formula(z), -np.inf, np.inf)
     se = score.std().item() / np.sqrt(R)
     print(f"E_q[∂/∂{name} log q]: quadrature {exact:+.1e};  Monte Carlo "
-          f"{score.mean().item():+.4f} ± {se:.4f} (R = {R});  sd of one score "
-          f"{score.std().item():.3f}")
+          f"{score.mean().item():+.4f} ± {se:.4f};  sd of one score {score.std().item():.3f}")
 
 # %% [markdown]
 # The quadrature gives zero to rounding and the Monte Carlo mean is within a couple of standard
@@ -132,9 +132,10 @@ start = {"loc": torch.tensor([[mu]], dtype=torch.float64),
 torch.manual_seed(1)
 grads = replicate_gradients(ESTIMATORS["score_function"], build, start, num_replicates=R,
                             num_samples=1)
+print(f"R = {R} single-sample estimates of score_function:")
 for k, p in enumerate(("loc", "scale")):
     s = gradient_statistics(grads.lambda_[p].squeeze(-1), torch.tensor([exact_gradient[k]]))
-    print(f"d/d{'μσ'[k]}: mean of {R} estimates {s.mean.item():+.3f} ± {s.mean_se.item():.3f} "
+    print(f"d/d{'μσ'[k]}: mean {s.mean.item():+.3f} ± {s.mean_se.item():.3f} "
           f"(exact {exact_gradient[k]:+.3f}, z = {s.z.item():+.2f});  "
           f"sd of one estimate {s.variance.sqrt().item():.2f}")
 
@@ -162,8 +163,8 @@ at_posterior = sfx.exact_at(offset=0.0, scale=1.0)
 print(f"q = posterior: exact gradient {at_posterior['gradient'].round(12) + 0}, "
       f"single-sample variance d/dμ {at_posterior['score_function'][0]:.4f}, "
       f"d/dσ {at_posterior['score_function'][1]:.4f}")
-print(f"  log p(x)² E[s_μ²] = log p(x)² / σ² = {log_evidence**2 / post_sd**2:.4f},  "
-      f"log p(x)² E[s_σ²] = 2 log p(x)² / σ² = {2 * log_evidence**2 / post_sd**2:.4f}")
+print(f"  log p(x)² E[s_μ²] = log p(x)² / σ² = {log_evidence**2 / post_sd**2:.4f}")
+print(f"  log p(x)² E[s_σ²] = 2 log p(x)² / σ² = {2 * log_evidence**2 / post_sd**2:.4f}")
 for c in (10.0, 100.0):
     shifted = sfx.exact_at(offset=0.0, scale=1.0, shift=c)
     print(f"log p(x, z) + {c:5.0f}: gradient unchanged, variance d/dμ "
@@ -171,8 +172,9 @@ for c in (10.0, 100.0):
 
 away = sfx.exact_at(offset=2.0, scale=0.6)
 snr = np.abs(away["gradient"]) / np.sqrt(away["score_function"])
-print(f"q = N(μ* + 2 sd, (0.6 sd)²): gradient {away['gradient'].round(3)}, variance "
-      f"{away['score_function'].round(1)}, signal-to-noise |g| / sd {snr.round(2)}; "
+print(f"q = N(μ* + 2 sd, (0.6 sd)²), for (d/dμ, d/dσ): gradient {away['gradient'].round(3)}, "
+      f"variance {away['score_function'].round(1)}")
+print(f"  signal-to-noise |g| / sd {snr.round(2)}; "
       f"K for a standard error of 10% of |g|: {np.ceil(100 / snr**2).astype(int)}")
 
 # %% [markdown]
@@ -192,9 +194,10 @@ print(f"q = N(μ* + 2 sd, (0.6 sd)²): gradient {away['gradient'].round(3)}, var
 # because it is zero in expectation: it is not estimated at all. A program that samples $z$,
 # detaches it, and lets autograd differentiate $\log p(x,z) - \log q_\lambda(z)$ (the surrogate
 # of a stochastic computation graph) keeps it: per sample it adds
-# $-\nabla_\lambda \log q_\lambda(z_k)$, which has mean zero but is not zero. So the autodiff form is the seed's form with a constant baseline of 1:
-# $(f(z_k) - 1)\,\nabla_\lambda\log q(z_k)$. The registry has both,
-# `score_function` and `score_function_autodiff`. On the same draw they differ by exactly
+# $-\nabla_\lambda \log q_\lambda(z_k)$, which has mean zero but is not zero. So the autodiff
+# form is the seed's form with a constant baseline of 1: $(f(z_k) - 1)\,\nabla_\lambda\log
+# q(z_k)$. The registry has both, `score_function` and `score_function_autodiff`. On the same
+# draw they differ by exactly
 # $-s(z)$:
 
 # %%
@@ -223,8 +226,9 @@ print(f"difference              {difference.round(6)}   −∇ log q(z) = "
 # %%
 offsets = np.array([-2.0, 0.0, 2.0])
 exact = score_forms.exact_variances(model.log_joint, post_mean + post_sd * offsets, post_sd)
-print(f"single-sample variance, exact [measured ± s.e., R = {R}]")
-print(f"{'offset':>6}  {'form':24s} {'d/dμ':>30s} {'d/dσ':>30s}")
+print(f"single-sample variance: exact [measured ± s.e., R = {R}] and z")
+print(f"{'offset':>6}  {'form':24s} {'d/dμ: exact [measured] z':>28s} "
+      f"{'d/dσ: exact [measured] z':>28s}")
 for name in ("score_function", "score_function_autodiff"):
     measured = sfx.measure(name, offsets, 1.0, num_replicates=R, seed=3)
     for i, offset in enumerate(offsets):
@@ -232,9 +236,9 @@ for name in ("score_function", "score_function_autodiff"):
         for k, p in enumerate(("loc", "scale")):
             row = measured[p]
             z = (row.variance[i].item() - exact[name][i, k]) / row.variance_se[i].item()
-            cells.append(f"{exact[name][i, k]:7.2f} [{row.variance[i].item():7.2f} ± "
-                         f"{row.variance_se[i].item():5.2f}] z={z:+.1f}")
-        print(f"{offset:+6.1f}  {name:24s} {cells[0]:>30s} {cells[1]:>30s}")
+            cells.append(f"{exact[name][i, k]:6.2f} [{row.variance[i].item():6.2f} ± "
+                         f"{row.variance_se[i].item():5.2f}] {z:+.1f}")
+        print(f"{offset:+6.1f}  {name:24s} {cells[0]:>28s} {cells[1]:>28s}")
 ratio = exact["score_function_autodiff"] / exact["score_function"]
 print("autodiff / seed, exact: d/dμ", ratio[:, 0].round(2), " d/dσ", ratio[:, 1].round(2))
 
@@ -242,9 +246,9 @@ print("autodiff / seed, exact: d/dμ", ratio[:, 0].round(2), " d/dσ", ratio[:, 
 # The measured variances agree with the exact ones within their standard errors (the $z$
 # columns), and here the autodiff form is worse everywhere: 2.9 times the seed's variance at the
 # posterior, 1.25 to 1.4 times two posterior standard deviations away. Since the variance is a
-# parabola in $b$, a baseline of 1 helps exactly when the optimal constant $b^* = E[f s^2]/E[s^2]$ lies above $\tfrac12$. On this model $b^*$
-# is close to $\log p(x) = -1.43$ (it equals it at the posterior), so subtracting 1 moves the
-# wrong way.
+# parabola in $b$, a baseline of 1 helps exactly when the optimal constant
+# $b^* = E[f s^2]/E[s^2]$ lies above $\tfrac12$. On this model $b^*$ is close to
+# $\log p(x) = -1.43$ (it equals it at the posterior), so subtracting 1 moves the wrong way.
 #
 # ## Explore: the scale and location of q
 #

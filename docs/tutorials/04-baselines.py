@@ -54,7 +54,7 @@ mu, sigma = (float(v) for v in sfx.q_at(OFFSET, SCALE))
 moments = bx.signal_moments(OFFSET, SCALE)  # exact E[f], E[f s], E[f^2 s^2], ... by quadrature
 exact_gradient = moments["g"]
 print(f"q = N({mu:.3f}, {sigma:.3f}²);  exact gradient d/dμ {exact_gradient[0]:+.4f}, "
-      f"d/dσ {exact_gradient[1]:+.4f};  ELBO = E_q[f] = {moments['G']:.4f}")
+      f"d/dσ {exact_gradient[1]:+.4f};  ELBO {moments['G']:.4f}")
 
 # %% [markdown]
 # ## Why a baseline independent of $z_k$ keeps the estimator unbiased
@@ -97,15 +97,16 @@ warm = EmaBaseline(decay=0.9)  # a moving average needs a past: one pass at this
 replicate_gradients(ESTIMATORS["score_function_ema"], build, start, num_replicates=R,
                     num_samples=K, state=warm)
 candidates = {
-    "score_function (no baseline)": (ESTIMATORS["score_function"], {}),
-    "score_function, b = −2 (a constant)": (ESTIMATORS["score_function"],
+    "score_function": (ESTIMATORS["score_function"], {}),
+    "score_function, b = −2": (ESTIMATORS["score_function"],
                                             {"baseline": torch.tensor(-2.0, dtype=torch.float64)}),
     "score_function_ema": (ESTIMATORS["score_function_ema"], {"state": warm}),
     "score_function_loo": (ESTIMATORS["score_function_loo"], {}),
     "score_function_optimal": (ESTIMATORS["score_function_optimal"], {}),
-    "own sample in the baseline (wrong)": (score_function_own_sample_in_baseline, {}),
+    "own sample in baseline (wrong)": (score_function_own_sample_in_baseline, {}),
 }
 print(f"mean of R = {R} estimates with K = {K}, ± s.e. (z against the exact gradient)")
+print(f"  {'':30s} {'d/dμ':>25s} {'d/dσ':>25s}")
 torch.manual_seed(0)
 for label, (estimator, options) in candidates.items():
     grads = replicate_gradients(estimator, build, start, num_replicates=R, num_samples=K,
@@ -114,7 +115,7 @@ for label, (estimator, options) in candidates.items():
     for i, p in enumerate(("loc", "scale")):
         s = gradient_statistics(grads.lambda_[p].squeeze(-1), torch.tensor([exact_gradient[i]]))
         cells.append(f"{s.mean.item():+.3f} ± {s.mean_se.item():.3f} (z = {s.z.item():+5.1f})")
-    print(f"  {label:38s} d/dμ {cells[0]}   d/dσ {cells[1]}")
+    print(f"  {label:30s} {cells[0]:>25s} {cells[1]:>25s}")
 print(f"  (1 − 1/K) × exact gradient = {(1 - 1 / K) * exact_gradient[0]:+.3f}, "
       f"{(1 - 1 / K) * exact_gradient[1]:+.3f}")
 
@@ -200,7 +201,7 @@ for shift in (0.0, -10.0):
     print(f"c = {shift:+g}: K × total variance, measured ± s.e. (R = {R}) at K = "
           + ", ".join(map(str, ks)))
     for name in bx.MEASURED:
-        print(f"  {name:24s}" + "".join(f"{v:8.1f} ± {e:<5.1f}" for v, e in zip(*rows[name][1:])))
+        print(f"  {name:24s}" + "".join(f"{v:6.0f} ± {e:<4.0f}" for v, e in zip(*rows[name][1:])))
 
 bx.draw_variance_against_k(measured, OFFSET, SCALE)
 
@@ -284,8 +285,8 @@ with torch.no_grad():
     exact_elbo = bx.exact_amortised_elbo(x, **encoder)
     learned = features(x) @ weights
     grid = torch.linspace(x.min().item(), x.max().item(), 200, dtype=torch.float64)
-print(f"learned weights of the features (1, x, x²): {weights.detach().numpy().round(3)};  "
-      f"RMS distance to the exact ELBO(x) on this minibatch "
+print(f"learned weights of the features (1, x, x²): {weights.detach().numpy().round(3)}")
+print(f"RMS distance to the exact ELBO(x) on this minibatch "
       f"{(learned - exact_elbo).pow(2).mean().sqrt().item():.3f} nats;  moving average "
       f"{ema.value.item():.3f}")
 bx.draw_learned_baseline(x.numpy(), one_signal.numpy(), grid.numpy(),

@@ -140,14 +140,16 @@ print(f"score_function / pathwise, exact: d/dμ {ratio[0]:.0f}x, d/dσ {ratio[1]
 # %%
 table = {"quadratic": [-3.0, 1.0, 3.0], "gaussian": [0.1, 1.0, 10.0], "cosine": [0.5, 2.0, 8.0]}
 print(f"K × Var[∂/∂μ estimate], exact, at μ = σ = 1")
-print(f"{'cost':12s} {'k':>5s}" + "".join(f"{name:>24s}" for name in rx.ESTIMATORS_SHOWN))
+widths = [len(name) + 2 for name in rx.ESTIMATORS_SHOWN]
+print(f"{'cost':12s} {'k':>5s}" + "".join(f"{name:>{w}s}" for name, w in
+                                          zip(rx.ESTIMATORS_SHOWN, widths)))
 for family, ks in table.items():
     curves = rx.exact_curves(family, ks)
     for i, k in enumerate(ks):
         cells = [curves[name][i, 0] for name in rx.ESTIMATORS_SHOWN]
         cells = [0.0 if abs(v) < 1e-12 else v for v in cells]  # an exact zero, to rounding
         print(f"{cost_functions.COSTS[family].label:12s} {k:5g}"
-              + "".join(f"{v:24.4g}" for v in cells))
+              + "".join(f"{v:{w}.4g}" for v, w in zip(cells, widths)))
 for family in ("gaussian", "cosine"):
     print(f"{cost_functions.COSTS[family].label}: pathwise loses to score_function for k above "
           f"{rx.crossover(family, rx.K_GRIDS[family]):.2f}")
@@ -234,10 +236,10 @@ rx.draw_cost_families(measured)
 # ## Explore: the cosine's frequency and the scale of q
 #
 # In Jupyter two sliders move the cosine's `k` and the scale $\sigma$ of $q$ (its mean stays
-# 1). The exact curves of every $\sigma$ on the slider are computed once (a fraction of a
-# second). Each move then draws fresh Monte Carlo points at the current $k$
-# ($R = 2000$ per estimator) and redraws, in about 0.3 s on a 2-core CPU. The coupled estimator's
-# $\sigma$-variance needs a double integral, so only its measured point is drawn there.
+# 1). The exact curves of every $\sigma$ on the slider are computed once, in about a second.
+# Each move then draws fresh Monte Carlo points at the current $k$ ($R = 2000$ per estimator)
+# and redraws, in about 0.35 s on a 2-core CPU. The coupled estimator's $\sigma$-variance needs
+# a double integral, so only its measured point is drawn there.
 
 # %%
 interact(rx.COSINE, k=2.0, scale=1.0)

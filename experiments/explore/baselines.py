@@ -201,6 +201,7 @@ def draw_variance_against_k(measured: dict, offset: float, scale: float):
                     for key, style in _REFERENCES.items()]
         fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=7.5,
                    frameon=False)
+    plt.close(fig)  # a notebook then shows the returned figure once, not again at the cell end
     return fig
 
 
@@ -225,4 +226,5 @@ def draw_learned_baseline(x, signal, grid, learned, ema_value, exact_elbo):
         ax.set_ylabel("nats")
         ax.set_title("The level of the learning signal depends on x", fontsize=9)
         ax.legend(fontsize=7.5, frameon=False, loc="lower center")
+    plt.close(fig)  # a notebook then shows the returned figure once, not again at the cell end
     return fig

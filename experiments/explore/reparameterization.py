@@ -155,6 +155,7 @@ def draw_cost_families(measured: dict, column: int = 0):
         handles = [legend_handle(name, markerfacecolor="white") for name in ESTIMATORS_SHOWN]
         fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8,
                    frameon=False)
+    plt.close(fig)  # a notebook then shows the returned figure once, not again at the cell end
     return fig
 
 
