@@ -336,9 +336,9 @@ for label, (estimator, options) in settings.items():
 # %% [markdown]
 # All four are unbiased: the largest $|z|$ of the mean over the three parameters is within the
 # range chance allows (about 3). The moving average halves the variance of no baseline, because it
-# takes out the minibatch's average level. NVIL's $b(x)$ removes nearly half of what is left,
-# because it takes out each point's own level, and it does as well as the exact ELBO$(x)$ used as
-# $b(x)$. (The exact ELBO$(x)$ is the best $b(x)$ in the least-squares sense, not the one of least
+# takes out the minibatch's average level. NVIL's $b(x)$ removes a third to a half of what is
+# left, because it takes out each point's own level, and it does about as well as the exact
+# ELBO$(x)$ used as $b(x)$. (The exact ELBO$(x)$ is the best $b(x)$ in the least-squares sense, not the one of least
 # variance, for the reason $b^*$ differs from the ELBO above.) In the full method the encoder and
 # $b(x)$ learn together, and NVIL also centres and scales the signal by running averages. The
 # input-dependent part is the one that matters most. The studies `gmm-vae` and `mnist-vae` train
