@@ -200,7 +200,9 @@ def run_study(module, config, paths: Paths) -> list[Path]:
     """Run, save raw results with metadata, then draw from what was saved."""
     config = config.replace(device=str(study_device(config, module.NAME)))
     _writable(paths)
-    check_parts_kept(paths.results_file(module.NAME + ("-quick" if config.quick else "")), config)
+    if not getattr(module, "MERGES_PARTS", False):  # the paper programme merges its parts
+        check_parts_kept(paths.results_file(module.NAME + ("-quick" if config.quick else "")),
+                         config)
     try:
         check_threads(config.threads)
     except ValueError as error:

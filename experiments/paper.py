@@ -73,6 +73,9 @@ NAME = "paper"
 SUMMARY = ("the papers' MNIST comparisons (Kingma & Welling Fig. 2, the estimators, Burda et "
            "al. Table 1) in budgeted, resumable invocations")
 SCRIPT = "experiments/paper.py"
+# An invocation of some parts keeps the finished groups of the others: its results merge them
+# (collect), so it never drops a part that an earlier invocation finished.
+MERGES_PARTS = True
 
 PARTS = {
     "a": {"title": "Kingma & Welling 2014, Figure 2", "protocol": "kingma-welling",
@@ -601,7 +604,8 @@ def _run_held(config: Config, paths, folders: Folders, rank: int, world: int,
     for row in training:
         group = row["group"]
         limit = None if row["verdict"] == "fits" else max(deadline - time.perf_counter(), 0.0)
-        finished = train_group(group, config, paths, folders, data, device, time_limit=limit)
+        finished = train_group(group, config, paths, folders, data, device, time_limit=limit,
+                               planned_minutes=row["minutes"])
         if not finished:
             print(f"paper: {group.key} stopped at the budget; its state is in {folders.state}"
                   f" ({folders.state_bytes() / 2 ** 20:.1f} MB)", file=sys.stderr)
@@ -649,8 +653,11 @@ def _earlier_invocations(log: Path) -> list:
 
 
 def train_group(group: Group, config: Config, paths, folders: Folders, data: dict, device: str,
-                time_limit: float | None = None) -> bool:
-    """Train (or go on training) one group; write its record and weights when it finishes."""
+                time_limit: float | None = None, planned_minutes: float | None = None) -> bool:
+    """Train (or go on training) one group; write its record and weights when it finishes.
+
+    ``planned_minutes``: the plan's estimate for what this invocation trains of the group, kept
+    beside the measured seconds so that the plan can be checked against what happened."""
     study = study_config(config, group).replace(device=device)
     own = {**data, "total": mnist_vae.total_examples(study, len(data["train"]))}
     log = folders.state / f"{group.key}.invocations.json"
@@ -663,6 +670,8 @@ def train_group(group: Group, config: Config, paths, folders: Folders, data: dic
     invocation = {"command": command_line(sys.argv[1:]),
                   "device": device, "device_name": _device_name(device),
                   "seconds": round(time.perf_counter() - started, 3),
+                  "planned_minutes": (None if planned_minutes is None
+                                      else round(planned_minutes, 2)),
                   "finished": record is not None}
     if record is None:
         text = json.dumps(earlier + [invocation])
@@ -685,7 +694,7 @@ def train_group(group: Group, config: Config, paths, folders: Folders, data: dic
 
 
 def _ship_weights(group: Group, config: Config, study, folders: Folders, record: dict) -> Path:
-    """Each run's final network, float32, no optimiser state: what figures and L_k need."""
+    """Run 0's final network, float32, no optimiser state: what figures and L_k need."""
     from .mnist.checkpoint import load_checkpoint
     from .mnist.group import build_group
     from .mnist.train import DTYPES
@@ -695,10 +704,11 @@ def _ship_weights(group: Group, config: Config, study, folders: Folders, record:
     stacked = build_group(trainer.replace(device="cpu"), torch.device("cpu"),
                           DTYPES[trainer.dtype])
     stacked.vae.load_state_dict(saved["vae"])
-    runs = [{k: v.to(torch.float32) for k, v in stacked.run_vae(r).state_dict().items()}
-            for r in range(trainer.num_runs)]
+    # Run 0's network only (3 to 5 MB): the pictures and L_k need one; every run's numbers are
+    # in the group's record.
+    runs = [{k: v.to(torch.float32) for k, v in stacked.run_vae(0).state_dict().items()}]
     payload = {"group": group.key, "architecture": trainer.architecture, "latent": trainer.latent,
-               "likelihood": trainer.likelihood, "seeds": trainer.seeds, "runs": runs}
+               "likelihood": trainer.likelihood, "seeds": trainer.seeds[:1], "runs": runs}
     return save_weights(payload, folders.weights_file(group))
 
 
@@ -830,24 +840,79 @@ def checksum_weights(argv) -> int:
     return 0
 
 
+def collect_command(argv) -> int:
+    """``python -m experiments.paper collect [--out DIR] [--quick]``: the results file and the
+    figures from the finished groups under DIR, with no training (while an invocation is still
+    under way elsewhere, or after one that was stopped between groups)."""
+    import argparse
+
+    from .common import Paths, load_results, metadata, save_results
+
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.paper collect",
+        description="Write results/paper.json and draw the figures from the finished groups under "
+                    "an output folder (results/paper/groups/), training nothing and leaving the "
+                    "state folder as it is.")
+    parser.add_argument("--out", type=Path, default=Path("."),
+                        help="the output folder of the programme's invocations (default: .)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the quick programme's groups (results/paper-quick/)")
+    args = parser.parse_args(argv)
+    paths = Paths(args.out)
+    config = Config.quick() if args.quick else Config()
+    folders = Folders(config, paths)
+    plan = _read_plan(folders)  # an invocation under way: its settings, not the defaults
+    if plan:
+        known = {f for f in plan_identity(config)}
+        config = config.replace(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in plan.items() if k in known})
+    if not folders.groups.is_dir() or not any(folders.groups.glob("*.json")):
+        raise SystemExit(f"error: no finished groups under {folders.groups}: the programme "
+                         "writes them (python -m experiments paper --out DIR); collect them "
+                         "from that DIR")
+    started = time.perf_counter()
+    data = collect(config, paths, folders, clean=False)
+    meta = metadata(config, NAME, time.perf_counter() - started, module="experiments.paper",
+                    argv=["collect", *argv])
+    path = paths.results_file(NAME + ("-quick" if config.quick else ""))
+    save_results(path, data, meta)
+    results = load_results(path, NAME)
+    print(summary(results))
+    for figure in plot(results, path, paths):
+        print(f"  figure {figure}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Results: every finished group, the table beside the published numbers
 # --------------------------------------------------------------------------------------------
 
 
-def collect(config: Config, paths, folders: Folders) -> dict:
-    """The results file's data: every finished group of the chosen parts, and what is left."""
-    every = groups_of(config)
+def collect(config: Config, paths, folders: Folders, clean: bool = True) -> dict:
+    """The results file's data: every finished group in the output folder, of any part (an
+    invocation of some parts keeps the others' finished groups: the results merge), and what is
+    left of the chosen parts. ``clean``: once the chosen parts are complete, delete what the
+    programme kept in the state folder to resume them."""
+    finished = {path.stem for path in folders.groups.glob("*.json")} if folders.groups.is_dir() \
+        else set()
+    chosen = {g.key for g in groups_of(config)}
+    # Another part is kept when a group of its own (not one it shares with the chosen parts)
+    # has finished.
+    present = list(config.parts) + [part for part in PARTS if part not in config.parts and any(
+        key in finished and key not in chosen
+        for key in (Group(PARTS[part]["protocol"], label, latent, ()).key
+                    for label, latent in PARTS[part]["groups"]))]
+    every = groups_of(config.replace(parts=tuple(present)))
     records = {}
     for group in every:
         path = folders.group_file(group)
         if path.exists():
             records[group.key] = json.loads(path.read_text())
-    left = [g.key for g in every if g.key not in records]
+    left = [g.key for g in every if g.key in chosen and g.key not in records]
     complete = not left
-    if complete:  # nothing left to resume: what the programme kept for it goes
+    if complete and clean:  # nothing left to resume: what the programme kept for it goes
         _clean_state(folders, config)
-    return {"parts": list(config.parts), "groups": [g.key for g in every], "records": records,
+    return {"parts": present, "groups": [g.key for g in every], "records": records,
             "left": left, "complete": complete, "quick": config.quick, "runs": config.runs,
             "state_bytes": folders.state_bytes(),
             "plan": plan_identity(config)}
@@ -898,6 +963,15 @@ def table(results: dict) -> str:
         lines.append("")
         lines.append(f"Left to train: {len(data['left'])} group(s); the state folder holds "
                      f"{data['state_bytes'] / 2 ** 20:.1f} MB.")
+    kw = [r for r in data["records"].values() if "a" in r["parts"]]
+    if kw and not data["quick"]:
+        from .kingma_welling import compare, table as kingma_welling_table
+
+        lines += ["", "Kingma & Welling 2014, Figure 2: our test bound (single-sample ELBO on "
+                      f"the first {kw[0]['eval_size']:,} test images, as evaluated during "
+                      "training) beside the digitised published AEVB test curves; within = "
+                      "|ours − published| <= 2 s.e. + 0.5 nats of digitisation", "",
+                  kingma_welling_table([compare(r) for r in kw])]
     if data["quick"]:
         lines.append("")
         lines.append("**Quick scale** (a few hundred images per group, CPU): these numbers "
@@ -930,7 +1004,7 @@ def plot(results: dict, results_path, paths) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .style import plot_band, rc_context
+    from .style import rc_context
 
     _remove_stale_figures(paths)
     data = results["data"]
@@ -939,28 +1013,11 @@ def plot(results: dict, results_path, paths) -> list:
     note = ("quick scale: not comparable with the published numbers" if data["quick"] else
             "paper scale")
     with rc_context():
-        kw = {key: r for key, r in records.items() if "a" in r["parts"]}
+        kw = [r for r in records.values() if "a" in r["parts"]]
         if kw:
-            fig, ax = plt.subplots(figsize=(9, 5.2), constrained_layout=True)
-            for key, record in sorted(kw.items(), key=lambda item: item[1]["latent"]):
-                latent = record["latent"]
-                colour = plt.cm.viridis(math.log(latent) / math.log(250))
-                curves = mnist_vae.published_curves(latent)
-                if "test" in curves:
-                    ax.plot(*curves["test"], color=colour, alpha=0.45, linewidth=3,
-                            label=f"N_z = {latent}: Kingma & Welling 2014, AEVB test")
-                history = record["histories"][0]
-                plot_band(ax, history["examples_seen"], mnist_vae._curves(record, "test_bound"),
-                          color=colour, marker="o", markersize=2.5,
-                          label=f"N_z = {latent}: ours (mean of {record['runs_counted']} runs)")
-            ax.set_xscale("log")
-            ax.set_xlabel("training images seen per run (log scale)")
-            ax.set_ylabel("test lower bound, nats per image")
-            ax.legend(fontsize=8, loc="lower right")
-            ax.set_title("Kingma & Welling 2014, Figure 2: the test bound against images seen; "
-                         "thick pale lines: the digitised published AEVB curves\nours: "
-                         "pathwise_analytic_kl with Adam, band ±1 s.e. over runs; " + note,
-                         fontsize=9)
+            from .kingma_welling import plot as plot_kingma_welling
+
+            fig = plot_kingma_welling(plt, kw, note=note)
             figures += save_figure(fig, paths, "paper-kingma-welling", results_path, SCRIPT)
         comparison = {r["label"]: r for r in records.values() if "b" in r["parts"]}
         if comparison:
@@ -1114,7 +1171,8 @@ def evaluate_weights(argv) -> int:
 
 def main(argv=None) -> int:
     """``python -m experiments.paper [RESULTS]``: the table; ``... evaluate WEIGHTS``: L_k;
-    ``... checksum WEIGHTS ...``: a checksum for weights an earlier version wrote without one."""
+    ``... checksum WEIGHTS ...``: a checksum for weights an earlier version wrote without one;
+    ``... collect [--out DIR]``: the results and figures from the finished groups, no training."""
     from .common import Paths, summary_main
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -1122,6 +1180,8 @@ def main(argv=None) -> int:
         return evaluate_weights(argv[1:])
     if argv[:1] == ["checksum"]:
         return checksum_weights(argv[1:])
+    if argv[:1] == ["collect"]:
+        return collect_command(argv[1:])
     results = Paths().results
     if not [a for a in argv if not a.startswith("-")] and not any(
             (results / f"{NAME}{suffix}.json").exists() for suffix in ("", "-quick")):

@@ -94,9 +94,10 @@ def test_end_to_end_an_interrupted_invocation_loses_no_finished_group(tmp_path, 
     for key, record in data["records"].items():
         assert record["seeds"] == [0, 1] and len(record["finals"]) == 2
         assert record["invocations"][-1]["device_name"]
+        assert record["invocations"][-1]["planned_minutes"] >= 0  # the plan, beside the seconds
         weights = tmp_path / record["weights"]
         shipped = paper.load_weights(weights)  # checked against its SHA-256
-        assert len(shipped["runs"]) == 2
+        assert len(shipped["runs"]) == 1 and shipped["seeds"] == [0]  # run 0's network only
         assert all(v.dtype == torch.float32 for v in shipped["runs"][0].values())
         assert not any("exp_avg" in k for k in shipped["runs"][0])  # no optimiser state
     table = paper.table(_results(tmp_path))
@@ -112,7 +113,16 @@ def test_end_to_end_an_interrupted_invocation_loses_no_finished_group(tmp_path, 
     assert paper.main(["evaluate", str(tmp_path / data["records"][key]["weights"]),
                        "--num-samples", "3", "--test-size", "20"]) == 0
     out = capsys.readouterr().out
-    assert "run 0 (seed 0): L_3 = " in out and "mean over 2 runs" in out
+    assert "run 0 (seed 0): L_3 = " in out
+    # An invocation of part (a) alone keeps part (c)'s finished groups: the results merge.
+    monkeypatch.setattr(paper, "plot", lambda *args: [])
+    assert _run(tmp_path, "--set", "parts=a") == 0
+    merged = _results(tmp_path)["data"]
+    assert merged["parts"] == ["a", "c"] and len(merged["records"]) == 10
+    # collect: the results again from the finished groups alone, training nothing
+    (tmp_path / "results" / "paper-quick.json").unlink()
+    assert paper.main(["collect", "--out", str(tmp_path), "--quick"]) == 0
+    assert _results(tmp_path)["data"]["records"].keys() == merged["records"].keys()
 
 
 def test_the_estimator_comparison_probes_gradients_and_draws_them(tmp_path, monkeypatch):
@@ -142,9 +152,9 @@ def test_a_budget_stops_a_group_partway_and_the_next_invocation_goes_on(tmp_path
 
     original = paper.train_group
 
-    def out_of_time(*args, time_limit=None):  # the time left runs out at the first check
+    def out_of_time(*args, time_limit=None, **kwargs):  # the time left runs out at once
         assert time_limit is not None  # the partial group, and only it, has a limit
-        return original(*args, time_limit=0.0)
+        return original(*args, time_limit=0.0, **kwargs)
 
     monkeypatch.setattr(paper, "estimate", slow)
     monkeypatch.setattr(paper, "train_group", out_of_time)
