@@ -223,6 +223,7 @@ def draw_chi_square(df: int = 2):
     """Left: q = s* chi2_df against the target Gamma(3, 1). Right: the exact variance of each
     estimator's gradient in log s against df (at each df's best scale), measured at this df."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     from experiments.style import color
 
@@ -251,8 +252,7 @@ def draw_chi_square(df: int = 2):
     for name in ESTIMATOR_NAMES:
         # Zero (to rounding) has no place on a log axis: the curve breaks there.
         values = np.where(curves[name] > 0, curves[name], np.nan)
-        right.plot(every, values, color=color(name), linewidth=1.5, marker=".", markersize=4,
-                   label=f"{name}, exact")
+        right.plot(every, values, color=color(name), linewidth=1.5, label=f"{name}, exact")
         stat = measured[name]
         variance, error = float(stat.variance[0]), 2 * float(stat.variance_se[0])
         if variance > 1e-12:
@@ -271,6 +271,9 @@ def draw_chi_square(df: int = 2):
     right.set_yscale("log")
     right.set_ylim(5e-2, 3e2)
     right.set_xticks([1, 2, 3, 6, 10, 20, 40], ["1", "2", "3", "6", "10", "20", "40"])
+    # Minor ticks of log axes cost more to lay out than everything else drawn here.
+    right.xaxis.set_minor_locator(NullLocator())
+    right.yaxis.set_minor_locator(NullLocator())
     ratio = TARGET["concentration"] / TARGET["rate"]
     right.set_xlabel(f"degrees of freedom k (scale s* = {ratio:g} / k)")
     right.set_ylabel("variance of d ELBO / d log s")
