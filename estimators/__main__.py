@@ -1,4 +1,4 @@
-"""``python -m estimators``: print the registry as the Markdown table the README shows."""
+"""``python -m estimators``: print the registry as the Markdown table the documentation shows (docs/api.md)."""
 
 import argparse
 
