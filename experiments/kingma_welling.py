@@ -139,10 +139,10 @@ def plot(plt, records: list[dict], note: str = ""):
     from .style import plot_band
 
     records = sorted(records, key=lambda r: r["latent"])
-    columns = 3
+    columns = min(3, len(records))  # no empty columns while only some latents have finished
     rows = math.ceil(len(records) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(12, 3.6 * rows), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(rows, columns, figsize=(max(4 * columns, 6.4), 3.9 * rows),
+                             squeeze=False, constrained_layout=True)
     for ax, record in zip(axes.flat, records):
         latent = record["latent"]
         curves = published_curves(latent)
@@ -161,6 +161,6 @@ def plot(plt, records: list[dict], note: str = ""):
         ax.legend(fontsize=7, loc="lower right")
     for ax in list(axes.flat)[len(records):]:
         ax.axis("off")
-    fig.suptitle("Kingma & Welling 2014, Figure 2 (MNIST test bound against images seen): "
+    fig.suptitle("Kingma & Welling 2014, Figure 2: MNIST test bound against images seen\n"
                  "published curves (grey) and ours" + (f"; {note}" if note else ""), fontsize=10)
     return fig

@@ -979,6 +979,29 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def times_table(results: dict, part: str | None = None) -> str:
+    """Each finished group's time against the plan's, as Markdown: the training time its history
+    records (every invocation that trained it, a killed one too), the seconds of the invocations
+    that logged themselves (a killed invocation logs nothing), and their planned minutes."""
+    data = results["data"]
+    lines = ["| group | device | training | invocations logged | their planned minutes "
+             "| measured / planned |", "|---|---|---|---|---|---|"]
+    for key in data["groups"]:
+        record = data["records"].get(key)
+        if record is None or (part is not None and part not in record["parts"]):
+            continue
+        logged = record["invocations"]
+        seconds = sum(i["seconds"] for i in logged)
+        planned = [i.get("planned_minutes") for i in logged]
+        known = None if any(p is None for p in planned) else sum(planned)
+        lines.append(
+            f"| {key} | {logged[-1]['device_name']} ({logged[-1]['device']}) | "
+            f"{record['wall_seconds'] / 60:.1f} min | {len(logged)}: {seconds / 60:.1f} min | "
+            + ("– | – |" if known is None else f"{known:.1f} min | "
+               + (f"{seconds / 60 / known:.2f} |" if known > 0 else "– |")))
+    return "\n".join(lines)
+
+
 def _parts_of(key: str, data: dict) -> list[str]:
     return [part for part in data["parts"]
             if any(Group(PARTS[part]["protocol"], label, latent, ()).key == key
@@ -990,7 +1013,8 @@ def summary(results: dict) -> str:
     done = len(data["records"])
     return (f"paper ({results['metadata']['wall_seconds']:.0f} s this invocation; {done} of "
             f"{len(data['groups'])} groups finished{'' if data['complete'] else ', more to go'})"
-            "\n\n" + table(results))
+            "\n\n" + table(results)
+            + (f"\n\nTimes against the plan\n\n{times_table(results)}" if done else ""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1095,6 +1119,9 @@ def _plot_pictures(plt, records, results_path, paths, note):
     except WeightsError as error:
         print(f"paper: {error}; the pictures are skipped", file=sys.stderr)
         return []
+    # In float64 the pixels round to the same 8-bit values whatever the threads or the machine
+    # (in float32 a few of the 470,000 land on the other side of a rounding boundary).
+    vae = vae.double()
     from .mnist.data import MnistError, load_mnist
 
     try:

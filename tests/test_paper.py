@@ -235,3 +235,22 @@ def test_the_published_numbers_the_table_compares_with():
     sources = {e["source"] for e in paper.mnist_vae.PUBLISHED}
     assert "Burda et al. 2016, Table 1 (IWAE, k = 50)" in sources
     assert not math.isnan(paper.mnist_vae.PUBLISHED[0]["value"])
+
+
+def test_the_times_table_sets_measured_minutes_beside_the_plans():
+    from experiments.paper import times_table
+
+    def record(parts, invocations):
+        return {"parts": parts, "wall_seconds": 3000.0, "invocations": [
+            {"device": "cpu", "device_name": "x86_64", "seconds": s, "planned_minutes": p}
+            for s, p in invocations]}
+
+    results = {"data": {"groups": ["a20", "a200", "b20", "a10"], "records": {
+        "a20": record(["a"], [(600.0, 8.0), (5400.0, 92.0)]),   # two invocations: 100 min vs 100
+        "a200": record(["a"], [(60.0, None)]),                  # logged before plans were kept
+        "b20": record(["b"], [(60.0, 2.0)])}}}                  # another part; a10 not run
+    rows = times_table(results, "a").splitlines()[2:]
+    assert len(rows) == 2, rows
+    assert rows[0] == "| a20 | x86_64 (cpu) | 50.0 min | 2: 100.0 min | 100.0 min | 1.00 |"
+    assert rows[1].endswith("| 1: 1.0 min | – | – |")
+    assert len(times_table(results).splitlines()) == 5  # every part's finished groups
