@@ -567,8 +567,9 @@ def final_evaluation(vae, test_images: torch.Tensor, config: Config, seed: int) 
 
     torch.manual_seed(stream_seed(seed, "final evaluation"))
     elbo = evaluate.test_elbo(vae, test_images)
-    values = evaluate.importance_sampled_log_likelihood(vae, test_images,
-                                                        num_samples=config.likelihood_k)
+    values = evaluate.importance_sampled_log_likelihood(
+        vae, test_images, num_samples=config.likelihood_k,
+        description=f"final L_{config.likelihood_k}, seed {seed}")
     return {"test_elbo": elbo, "log_likelihood": values.mean().item(),
             "log_likelihood_se": (values.std() / math.sqrt(values.numel())).item(),
             "active_units": evaluate.active_units(vae, test_images),
@@ -991,7 +992,7 @@ def _plot_pictures(plt, data, results_path, paths, prefix="mnist-vae", script=No
 def _command(entry: dict) -> str:
     """The paper programme's invocation that trains the group behind a published number."""
     part = "c" if entry["protocol"] == "burda" else "a"
-    return f"python -m experiments paper --device cuda --parts {part} --budget-minutes 9"
+    return f"python -m experiments paper --device cuda --parts {part} --budget-minutes 9 --out ."
 
 
 def _rows(results: dict):
@@ -1102,6 +1103,11 @@ def summary(results: dict) -> str:
         lines.append(f"  {label:24s} test ELBO {_mean_se(record, 'test_elbo'):>15s}  "
                      f"{record['wall_seconds']:7.1f} s  " + " | ".join(parts))
     return "\n".join(lines + _paired(data)) + "\n\n" + results_table(results)
+
+
+def paired(results: dict) -> str:
+    """The paired differences of the final test ELBO to the best group, as printed text."""
+    return "\n".join(_paired(upgrade(results)["data"])).strip("\n")
 
 
 def _paired(data: dict) -> list[str]:

@@ -103,6 +103,21 @@ def test_chunking_does_not_change_the_estimate():
     assert torch.allclose(whole, parts, atol=1e-10)
 
 
+def test_a_long_likelihood_shows_its_progress_and_the_same_numbers(monkeypatch, capsys):
+    vae = linear_gaussian_vae(exact_posterior=False)
+    x = _points(5, seed=2)
+    torch.manual_seed(3)
+    quiet = evaluate.importance_sampled_log_likelihood(vae, x, num_samples=40, batch_size=2)
+    assert "final L_40" not in capsys.readouterr().err
+    monkeypatch.delenv("EXPERIMENTS_NO_PROGRESS", raising=False)
+    torch.manual_seed(3)
+    shown = evaluate.importance_sampled_log_likelihood(vae, x, num_samples=40, batch_size=2,
+                                                       description="final L_40")
+    err = capsys.readouterr().err
+    assert "final L_40" in err and "0/3" in err  # 5 images in batches of 2
+    assert torch.equal(quiet, shown)
+
+
 def _repeated(num_repeats: int, seed: int = 4):
     x = _points(3, seed)
     return x, x.repeat(num_repeats, 1)
