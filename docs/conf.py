@@ -45,6 +45,9 @@ nb_execution_show_tb = True
 nb_merge_streams = True
 nb_ipywidgets_js = {}  # no require.js or widget manager from a CDN: the pages work offline
 nb_output_stderr = "remove"  # progress bars and warnings belong in a terminal, not on a page
+# Cells that return Markdown (the registry and the results tables) render it as MyST, whose
+# pipe tables CommonMark, myst-nb's default for outputs, leaves as text.
+nb_render_markdown_format = "myst"
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3

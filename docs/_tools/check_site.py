@@ -6,7 +6,8 @@ For each HTML page of the built site (``sphinx-build -b html docs docs/_build/ht
 the page from disk in headless Chromium (Debian's ``chromium`` and ``chromium-driver``;
 ``pip install selenium``), with the network switched off, waits for MathJax to typeset, and
 records: console errors (a script that failed, a resource that did not load), images that did
-not load (``naturalWidth == 0``), math MathJax could not render, and any request that tried to
+not load (``naturalWidth == 0``), math MathJax could not render, Markdown left as text (a table
+or a code fence a cell's output printed but nothing rendered), and any request that tried to
 leave the machine. It saves a full-page screenshot of each page into ``--screenshots`` and exits
 1 if any page had a problem, listing them.
 """
@@ -37,6 +38,14 @@ return Array.from(document.querySelectorAll("mjx-merror, .MathJax_Error"))
   .map(e => e.textContent.slice(0, 80));
 """
 
+# A paragraph that is a Markdown table or code fence as text: an output rendered as plain text.
+_RAW_MARKDOWN = """
+return Array.from(document.querySelectorAll("article p, article li"))
+  .map(e => e.textContent)
+  .filter(t => /^\\s*\\|.*\\|\\s*[|][-\u2014\u2013:]+[|]/s.test(t) || /^\\s*```/.test(t))
+  .map(t => t.trim().slice(0, 80));
+"""
+
 _PAGE_HEIGHT = "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight);"
 
 
@@ -65,6 +74,7 @@ def check_page(driver, page: Path, site: Path, screenshots: Path | None, width: 
         problems.append(f"MathJax: {math}")
     problems += [f"math not rendered: {text}" for text in driver.execute_script(_MATH_ERRORS)]
     problems += [f"image did not load: {src}" for src in driver.execute_script(_BROKEN_IMAGES)]
+    problems += [f"Markdown shown as text: {text}" for text in driver.execute_script(_RAW_MARKDOWN)]
     for entry in driver.get_log("browser"):
         if entry["level"] in ("SEVERE", "ERROR"):
             problems.append(f"console: {entry['message'][:200]}")
