@@ -190,6 +190,23 @@ def test_the_trainer_refuses_impossible_outputs_before_it_trains(tmp_path, idx, 
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_a_device_the_trainer_cannot_use_and_a_count_of_runs_past_the_seeds_are_refused(
+        monkeypatch):
+    """meta and mps ended in a 24-line RuntimeError after MNIST had loaded; a huge --num-runs
+    said "seed must lie in 0..-9999...". Both are refused in one line before any data is read."""
+    _nothing_built(monkeypatch)
+    monkeypatch.setattr(trainer, "load_mnist", lambda *a, **k: pytest.fail("MNIST was read"))
+    for device in ("meta", "mps"):
+        with pytest.raises(SystemExit) as error:
+            trainer.main(["--device", device])
+        assert (f"device '{device}': the trainer computes on cpu or cuda devices only"
+                in _one_line(error))
+    with pytest.raises(SystemExit) as error:
+        trainer.main(["--num-runs", "99999999999999999999999"])
+    assert _one_line(error) == ("error: num_runs must be <= 4294967296 (one seed a run), got "
+                                "99999999999999999999999")
+
+
 def test_a_group_too_large_for_memory_is_refused_before_anything_is_built(idx, monkeypatch):
     _nothing_built(monkeypatch)
     with pytest.raises(SystemExit) as error:

@@ -86,6 +86,9 @@ class TrainConfig:
         for name in ("max_examples", "train_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: the default), got {getattr(self, name)}")
+        if self.num_runs > MAX_SEED + 1:  # each run takes a seed of its own
+            raise ValueError(f"num_runs must be <= {MAX_SEED + 1} (one seed a run), got "
+                             f"{self.num_runs}")
         if not 0 <= self.seed or self.seed + self.num_runs - 1 > MAX_SEED:
             raise ValueError(f"seed must lie in 0..{MAX_SEED - self.num_runs + 1} (the runs take "
                              f"seeds seed .. seed + num_runs - 1 <= {MAX_SEED}), got {self.seed}")

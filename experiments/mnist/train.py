@@ -178,6 +178,9 @@ def _resolve_device(name: str, world: int) -> torch.device:
     except RuntimeError:
         raise ValueError(f"device {name!r} is not a device name torch knows; use cpu, cuda, "
                          "cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):  # meta, mps, ...: the trainer runs on neither
+        raise ValueError(f"device {name!r}: the trainer computes on cpu or cuda devices only; "
+                         "use cpu, cuda, cuda:N or auto")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} asks for CUDA, but torch sees no CUDA device; "
