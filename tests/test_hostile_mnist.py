@@ -199,7 +199,7 @@ def test_a_device_the_trainer_cannot_use_and_a_count_of_runs_past_the_seeds_are_
     for device in ("meta", "mps"):
         with pytest.raises(SystemExit) as error:
             trainer.main(["--device", device])
-        assert (f"device '{device}': the trainer computes on cpu or cuda devices only"
+        assert (f"--device {device}: the trainer runs on cpu or cuda devices only"
                 in _one_line(error))
     with pytest.raises(SystemExit) as error:
         trainer.main(["--num-runs", "99999999999999999999999"])

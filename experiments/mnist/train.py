@@ -170,7 +170,7 @@ def _distributed():
     return int(os.environ.get("RANK", "0")), world
 
 
-def _resolve_device(name: str, world: int) -> torch.device:
+def _resolve_device(name: str, world: int, who: str = "the trainer") -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -179,7 +179,7 @@ def _resolve_device(name: str, world: int) -> torch.device:
         raise ValueError(f"device {name!r} is not a device name torch knows; use cpu, cuda, "
                          "cuda:N or auto") from None
     if device.type not in ("cpu", "cuda"):  # meta, mps, ...: the trainer runs on neither
-        raise ValueError(f"device {name!r}: the trainer computes on cpu or cuda devices only; "
+        raise ValueError(f"--device {name}: {who} runs on cpu or cuda devices only; "
                          "use cpu, cuda, cuda:N or auto")
     if device.type == "cuda":
         if not torch.cuda.is_available():
