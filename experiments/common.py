@@ -200,7 +200,9 @@ def _device_name(device: str) -> str:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return platform.processor() or platform.machine() or "cpu"
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count())  # the cores this process may use, as --threads counts them
+    return f"{platform.processor() or platform.machine() or 'cpu'} CPU, {cores} cores"
 
 
 def metadata(config: StudyConfig, study: str, wall_seconds: float, module: str = "experiments",
