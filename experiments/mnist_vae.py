@@ -421,8 +421,8 @@ def save_probes(probes_file: Path, recorded: dict, probes: list) -> None:
 def train_group(config: Config, label: str, paths, data: dict, measure: list[str],
                 latent: int | None = None, runs: int | None = None, *,
                 checkpoints: Path | None = None, time_limit: float | None = None,
-                distributed: bool = True, who: str = NAME,
-                announce: bool = True) -> tuple[dict | None, object]:
+                distributed: bool = True, who: str = NAME, announce: bool = True,
+                name: str | None = None) -> tuple[dict | None, object]:
     """Train one estimator's group of runs (resuming from its checkpoint), probing gradients at
     the fixed points: run 0 with every estimator of ``measure``, each run with its own.
 
@@ -431,15 +431,17 @@ def train_group(config: Config, label: str, paths, data: dict, measure: list[str
     ``(None, None)`` is returned: call again to go on. ``distributed`` False trains in this
     process alone under torchrun (the paper programme shares whole groups over the ranks).
     ``who`` is the command whose words errors use ("mnist-vae" or "paper"); ``announce`` as for
-    :func:`experiments.mnist.train.train`.
+    :func:`experiments.mnist.train.train`. ``name``: the checkpoint's name before its settings'
+    hash (default the label, and the latent if given).
     """
     from .mnist.checkpoint import CheckpointError
     from .mnist.lock import LockHeld, holding
     from .mnist.train import TrainingDiverged, train
 
     trainer_config = train_config(config, label, latent, runs)
-    checkpoint = checkpoint_path(paths.root, label if latent is None else f"{label}-z{latent}",
-                                 trainer_config, checkpoints)
+    if name is None:
+        name = label if latent is None else f"{label}-z{latent}"
+    checkpoint = checkpoint_path(paths.root, name, trainer_config, checkpoints)
     # A checkpoint at most once an epoch (or an evaluation interval, if longer): writing the
     # group's Adam state at every evaluation of a quick run took a third of its time.
     per_epoch = len(data["train"]) // trainer_config.batch_size

@@ -19,8 +19,9 @@ one (:func:`experiments.mnist_vae.train_group`, :mod:`experiments.mnist.train`):
 An invocation first measures each unfinished group's step time on its device for a few steps,
 then prints the plan (each group, the images it will see, its estimated minutes, whether it fits
 in ``budget_minutes``), then trains the groups that fit, in order. A group's checkpoint lives in
-the state folder (``results/paper/state``), so the next invocation, on this machine or a new
-one, goes on where this one stopped; a finished group is written at once, whole, to
+the state folder (``results/paper/state/PARTS``, PARTS the chosen parts: ``a``, ``b-c``...),
+so the next invocation of the same parts, on this machine or a new one, goes on where this one
+stopped; a finished group is written at once, whole, to
 ``results/paper/groups/GROUP.json``, with its final weights (float32 state dicts, no optimiser
 state) in ``results/paper/weights/GROUP.pt``, so an invocation stopped at any point loses no
 finished group. With ``partial`` the first group that does not fit trains for the time left and
@@ -80,8 +81,10 @@ MERGES_PARTS = True
 PARTS = {
     "a": {"title": "Kingma & Welling 2014, Figure 2", "protocol": "kingma-welling",
           "groups": [("pathwise_analytic_kl", latent) for latent in (20, 200, 10, 5, 3)]},
+    # (b) trains its own groups, its pathwise_analytic_kl one too: its gradient probes and its
+    # device are those of the comparison, whatever machine trained (a)'s latent 20.
     "b": {"title": "the estimator comparison at Kingma & Welling's scale",
-          "protocol": "kingma-welling",
+          "protocol": "kingma-welling", "family": "estimators",
           "groups": [(label, 20) for label in ("pathwise_analytic_kl", "pathwise", "stl",
                                                 "score_function", "score_function_loo:2", NVIL,
                                                 "iwae:5", "dreg:5", "vimco:5")]},
@@ -116,7 +119,7 @@ class Config(StudyConfig):
     compile: bool = False  # torch.compile the step (CUDA)
     dtype: str = "float32"
     data_dir: str = ""  # MNIST folder ("": $MNIST_DIR or the default places)
-    state: str = ""  # the state folder ("": results/paper/state under the output folder)
+    state: str = ""  # the state folder ("": results/paper/state/PARTS under the output folder)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -137,22 +140,35 @@ class Group:
     protocol: str
     label: str  # NAME or NAME:K
     latent: int
-    parts: tuple  # the parts it belongs to (a group of (a) and (b) trains once)
+    parts: tuple  # the parts it belongs to
+    family: str = ""  # a part's own name for its groups ("": none), in the key and checkpoint
+
+    @property
+    def name(self) -> str:
+        """The checkpoint's name: the label and latent, after the family if there is one."""
+        slug = f"{self.label}-z{self.latent}".replace("+", "-").replace(":", "-k")
+        return f"{self.family}-{slug}" if self.family else slug
 
     @property
     def key(self) -> str:
-        slug = self.label.replace("+", "-").replace(":", "-k")
-        return f"{self.protocol}-{slug}-z{self.latent}"
+        return f"{self.protocol}-{self.name}"
+
+
+def group_of(part: str, label: str, latent: int, parts: tuple = ()) -> Group:
+    return Group(PARTS[part]["protocol"], label, latent, parts, PARTS[part].get("family", ""))
 
 
 def groups_of(config: Config) -> list[Group]:
-    """The groups of the chosen parts, in order, each once."""
-    found: dict[tuple, list] = {}
+    """The groups of the chosen parts, in order, each once (two parts that named the same
+    protocol, estimator and latent without a family of their own would share the group)."""
+    found: dict[str, Group] = {}
     for part in config.parts:
         for label, latent in PARTS[part]["groups"]:
-            found.setdefault((PARTS[part]["protocol"], label, latent), []).append(part)
-    return [Group(protocol, label, latent, tuple(parts))
-            for (protocol, label, latent), parts in found.items()]
+            group = group_of(part, label, latent)
+            known = found.get(group.key, group)
+            found[group.key] = Group(known.protocol, label, latent, known.parts + (part,),
+                                     known.family)
+    return list(found.values())
 
 
 def study_config(config: Config, group: Group) -> "mnist_vae.Config":
@@ -216,7 +232,11 @@ class Folders:
         base = paths.results / ("paper-quick" if config.quick else "paper")
         self.root = Path(paths.root)
         self.base = base
-        self.state = Path(config.state) if config.state else base / "state"
+        # One state folder for each choice of parts: an invocation of (a) on one machine and
+        # one of (b) and (c) on another keep their plans and checkpoints apart.
+        self.own_state = not config.state
+        self.state = Path(config.state) if config.state else base / "state" / "-".join(
+            config.parts)
         self.groups = base / "groups"
         self.weights = base / "weights"
         self.outputs = (Path(paths.root), paths.results, paths.figures, base, self.groups,
@@ -266,7 +286,7 @@ def _own_pattern(config: Config) -> re.Pattern:
     the name), its invocations, and the temporary and lock files of their writes."""
     names = [re.escape("plan.json")]
     for group in groups_of(config):
-        slug = re.escape(f"{group.label}-z{group.latent}".replace("+", "-").replace(":", "-k"))
+        slug = re.escape(group.name)
         names += [slug + r"-[0-9a-f]{10}\.(pt|probes\.json)",
                   re.escape(f"{group.key}.invocations.json")]
     plain = "|".join(names)
@@ -284,8 +304,8 @@ def _check_state_folder(folders: Folders, config: Config) -> None:
             raise SystemExit(f"error: paper: the state folder {folders.state} is "
                              f"{'the' if state == output else 'above the'} output folder "
                              f"{output if state == output else folders.root}; give "
-                             "--set state= a folder of its own (default: results/paper/state "
-                             "under --out)")
+                             "--set state= a folder of its own (default: results/paper/state/"
+                             "PARTS under --out)")
     if not folders.state.exists():
         return
     if not folders.state.is_dir():
@@ -432,7 +452,8 @@ def _data(config: Config, device: str) -> dict:
 
 def measure(group: Group, config: Config, data: dict, device: str) -> dict:
     """Seconds per step of the group on ``device`` (``measure_steps`` steps after as many untimed
-    ones, which hold warm-up, capture and compiling), and seconds per test-bound evaluation."""
+    ones, which hold warm-up, capture and compiling), seconds per test-bound evaluation, and
+    seconds per pass of the final L_k."""
     from .mnist.train import train
 
     trainer = mnist_vae.train_config(study_config(config, group).replace(device=device),
@@ -450,7 +471,27 @@ def measure(group: Group, config: Config, data: dict, device: str) -> dict:
     per_step = (wall[-1] - wall[0]) / steps if len(wall) > 1 else wall[-1] / (2 * steps)
     evaluations = len(wall)
     per_evaluation = max(elapsed - wall[-1], 0.0) / evaluations
-    return {"seconds_per_step": per_step, "seconds_per_evaluation": per_evaluation}
+    return {"seconds_per_step": per_step, "seconds_per_evaluation": per_evaluation,
+            "seconds_per_likelihood_chunk": _likelihood_chunk_seconds(result.vae, data["test"])}
+
+
+@torch.no_grad()
+def _likelihood_chunk_seconds(vae, images: torch.Tensor, chunks: int = 2) -> float:
+    """Seconds of one pass of the final L_k (LIKELIHOOD_CHUNK samples for LIKELIHOOD_BATCH test
+    images), timed over ``chunks`` passes after one untimed: the final L_k makes
+    ceil(k / LIKELIHOOD_CHUNK) passes a batch, so its time is priced from its own kernels on the
+    device, not from a training step's (a GPU's step is latency-bound, its L_k pass is not)."""
+    from .mnist.evaluate import (LIKELIHOOD_BATCH, LIKELIHOOD_CHUNK,
+                                 importance_sampled_log_likelihood)
+
+    vae.eval()
+    x = images[:LIKELIHOOD_BATCH]
+    for passes in (1, chunks):  # the first is the warm-up; .cpu() at the end synchronises
+        started = time.perf_counter()
+        importance_sampled_log_likelihood(vae, x, num_samples=passes * LIKELIHOOD_CHUNK,
+                                          chunk=LIKELIHOOD_CHUNK, batch_size=LIKELIHOOD_BATCH)
+        elapsed = time.perf_counter() - started
+    return elapsed / chunks * LIKELIHOOD_BATCH / x.shape[0]
 
 
 def estimate(group: Group, config: Config, data: dict, timing: dict, done_steps: int) -> dict:
@@ -463,10 +504,12 @@ def estimate(group: Group, config: Config, data: dict, timing: dict, done_steps:
     batch = trainer.batch_size
     evaluations = left * batch // trainer.eval_every + 1
     probes = len(_measured(group, config)) * len(config.probe_fractions) * config.runs
-    # The final L_k: k samples through the decoder for every test image, of every run; priced
-    # like that many images in training steps (forward only, so an upper bound).
-    final = (config.runs * data["test_all"].shape[0] * config.likelihood_k / (batch * config.runs)
-             * timing["seconds_per_step"] / 3)
+    # The final L_k of every run: ceil(k / chunk) passes for each batch of test images.
+    from .mnist.evaluate import LIKELIHOOD_BATCH, LIKELIHOOD_CHUNK
+
+    passes = (math.ceil(config.likelihood_k / LIKELIHOOD_CHUNK)
+              * math.ceil(data["test_all"].shape[0] / LIKELIHOOD_BATCH))
+    final = config.runs * passes * timing["seconds_per_likelihood_chunk"]
     seconds = (left * timing["seconds_per_step"] + evaluations * timing["seconds_per_evaluation"]
                + probes * timing["seconds_per_evaluation"] + final)
     return {"steps": steps, "steps_left": left, "images_per_run": steps * batch,
@@ -476,7 +519,7 @@ def estimate(group: Group, config: Config, data: dict, timing: dict, done_steps:
 def _checkpoint(group: Group, config: Config, folders: Folders) -> Path:
     """The group's checkpoint in the state folder (as mnist_vae.train_group names it)."""
     trainer = mnist_vae.train_config(study_config(config, group), group.label, group.latent)
-    return mnist_vae.checkpoint_path(folders.base, f"{group.label}-z{group.latent}", trainer,
+    return mnist_vae.checkpoint_path(folders.base, group.name, trainer,
                                      folders.state)
 
 
@@ -502,14 +545,14 @@ def print_plan(rows: list[dict], budget: float, partial: bool, world: int) -> No
           + (f" per rank, {world} ranks" if world > 1 else "")
           + ("; the first group that does not fit trains for the time left" if partial else ""),
           file=sys.stderr)
-    header = (f"  {'group':46s} {'part':4s} {'protocol':15s} {'estimator':22s} {'K':>3s} "
+    header = (f"  {'group':50s} {'part':4s} {'protocol':15s} {'estimator':22s} {'K':>3s} "
               f"{'latent':>6s} {'runs':>4s} {'images/run':>11s} {'ms/step':>8s} {'minutes':>8s}"
               "  verdict")
     print(header, file=sys.stderr)
     for row in rows:
         group = row["group"]
         name, _, samples = group.label.partition(":")
-        print(f"  {group.key:46s} {','.join(group.parts):4s} {group.protocol:15s} {name:22s} "
+        print(f"  {group.key:50s} {','.join(group.parts):4s} {group.protocol:15s} {name:22s} "
               f"{samples or '1':>3s} {group.latent:6d} {row['runs']:4d} "
               f"{row['images_per_run']:11,d} {1e3 * row['seconds_per_step']:8.2f} "
               f"{row['minutes']:8.2f}  {row['verdict']}", file=sys.stderr)
@@ -559,6 +602,8 @@ def run(config: Config, paths) -> dict | None:
         results = _run_held(config, paths, folders, rank, world, device)
     if results is not None and results["complete"]:
         _remove_if_empty(folders.state)
+        if folders.own_state:
+            _remove_if_empty(folders.state.parent)
     return results
 
 
@@ -666,7 +711,7 @@ def train_group(group: Group, config: Config, paths, folders: Folders, data: dic
     record, _ = mnist_vae.train_group(study, group.label, paths, own, _measured(group, config),
                                       latent=group.latent, checkpoints=folders.state,
                                       time_limit=time_limit, distributed=False, who=NAME,
-                                      announce=False)
+                                      announce=False, name=group.name)
     invocation = {"command": command_line(sys.argv[1:]),
                   "device": device, "device_name": _device_name(device),
                   "seconds": round(time.perf_counter() - started, 3),
@@ -900,7 +945,7 @@ def collect(config: Config, paths, folders: Folders, clean: bool = True) -> dict
     # has finished.
     present = list(config.parts) + [part for part in PARTS if part not in config.parts and any(
         key in finished and key not in chosen
-        for key in (Group(PARTS[part]["protocol"], label, latent, ()).key
+        for key in (group_of(part, label, latent).key
                     for label, latent in PARTS[part]["groups"]))]
     every = groups_of(config.replace(parts=tuple(present)))
     records = {}
@@ -1004,7 +1049,7 @@ def times_table(results: dict, part: str | None = None) -> str:
 
 def _parts_of(key: str, data: dict) -> list[str]:
     return [part for part in data["parts"]
-            if any(Group(PARTS[part]["protocol"], label, latent, ()).key == key
+            if any(group_of(part, label, latent).key == key
                    for label, latent in PARTS[part]["groups"])]
 
 
@@ -1102,8 +1147,7 @@ def _plot_burda(plt, records, results_path, paths, note):
 def _plot_pictures(plt, records, results_path, paths, note):
     """Samples and reconstructions of run 0 of (a)'s latent-20 group, from its shipped weights."""
     chosen = [r for r in records.values()
-              if r["protocol"] == "kingma-welling" and r["latent"] == 20
-              and r["label"] == "pathwise_analytic_kl"]
+              if "a" in r["parts"] and r["latent"] == 20]
     if not chosen:
         return []
     weights = _inside(paths.root, chosen[0]["weights"])

@@ -331,7 +331,7 @@ def test_a_second_invocation_on_a_state_folder_in_use_is_refused(tmp_path, two_g
     _no_measuring(monkeypatch)
     from experiments.common import Paths
 
-    folders = paper.Folders(paper.Config.quick(), Paths(tmp_path))
+    folders = paper.Folders(paper.Config.quick().replace(parts=("a",)), Paths(tmp_path))
     with locks.holding(folders.state, "the state folder", "wait"):
         with pytest.raises(SystemExit) as error:
             _paper(tmp_path)
@@ -390,7 +390,7 @@ def test_the_command_a_record_keeps_names_no_folder_of_this_machine(tmp_path):
 ])
 def test_a_damaged_plan_is_named_in_one_line(tmp_path, two_groups, monkeypatch, text, message):
     _no_measuring(monkeypatch)
-    state = tmp_path / "results" / "paper-quick" / "state"
+    state = tmp_path / "results" / "paper-quick" / "state" / "a"  # part (a)'s own
     state.mkdir(parents=True)
     (state / "plan.json").write_text(text)
     with pytest.raises(SystemExit) as error:
@@ -461,7 +461,7 @@ def test_a_refused_budget_leaves_no_plan_and_capture_is_said_once_where_it_was_a
         tmp_path, two_groups, monkeypatch, capsys):
     real = paper.estimate
     monkeypatch.setattr(paper, "estimate", lambda *args: {**real(*args), "minutes": 999.0})
-    state = tmp_path / "results" / "paper-quick" / "state"
+    state = tmp_path / "results" / "paper-quick" / "state" / "a"  # part (a)'s own
     # The second invocation asks for another plan (runs=3): refused for its budget, not as
     # "another plan", since the first left none.
     for settings, count in (((), 0), (("--set", "capture=true", "--set", "runs=3"), 1)):

@@ -33,15 +33,36 @@ def _results(tmp_path):
     return json.loads((tmp_path / "results" / "paper-quick.json").read_text())
 
 
-def test_the_groups_of_each_part_and_a_group_shared_by_two():
+def test_the_groups_of_each_part_each_part_its_own():
     config = paper.Config()
-    keys = [g.key for g in paper.groups_of(config)]
-    assert len(keys) == len(set(keys)) == 5 + 9 + 5 - 1  # (a) and (b) share latent 20
-    shared = [g for g in paper.groups_of(config) if g.parts == ("a", "b")]
-    assert [g.key for g in shared] == ["kingma-welling-pathwise_analytic_kl-z20"]
+    groups = paper.groups_of(config)
+    keys = [g.key for g in groups]
+    # (a) and (b) both train pathwise_analytic_kl at latent 20, each its own group: (b)'s is
+    # probed and trained on the comparison's device, whatever machine trained (a)'s.
+    assert len(keys) == len(set(keys)) == 5 + 9 + 5
+    assert all(len(g.parts) == 1 for g in groups)
+    twins = [g for g in groups if g.label == "pathwise_analytic_kl" and g.latent == 20]
+    assert [(g.key, g.parts) for g in twins] == [
+        ("kingma-welling-pathwise_analytic_kl-z20", ("a",)),
+        ("kingma-welling-estimators-pathwise_analytic_kl-z20", ("b",))]
+    folders = paper.Folders(config, type("Paths", (), {"root": paper.Path("out"), "results": paper.Path("out/results"), "figures": paper.Path("out/figures")})())
+    names = {paper._checkpoint(g, config, folders).name for g in twins}
+    assert len(names) == 2  # and their checkpoints differ, in one state folder
+    assert names.pop().startswith(("pathwise_analytic_kl-z20-", "estimators-"))
     burda = paper.study_config(config, paper.groups_of(config.replace(parts=("c",)))[0])
     assert burda.protocol == "burda" and burda.epochs == 3280 and burda.runs == 3
-    assert paper.study_config(config, shared[0]).max_examples == 10_000_000
+    assert all(paper.study_config(config, g).max_examples == 10_000_000 for g in twins)
+
+
+def test_the_final_likelihood_is_priced_from_its_own_passes():
+    config = paper.Config()
+    group = paper.groups_of(config)[0]
+    data = {"train": torch.zeros(60_000, 784), "test_all": torch.zeros(10_000, 784)}
+    timing = {"seconds_per_step": 0.0, "seconds_per_evaluation": 0.0,
+              "seconds_per_likelihood_chunk": 0.01}
+    row = paper.estimate(group, config, data, timing, done_steps=0)
+    # 3 runs x 100 batches of test images x 20 passes of 250 samples (k = 5000), 0.01 s each
+    assert row["minutes"] == pytest.approx(3 * 100 * 20 * 0.01 / 60)
 
 
 def test_the_plan_fits_the_budget_in_order_and_cuts_the_rest():
@@ -134,7 +155,7 @@ def test_the_estimator_comparison_probes_gradients_and_draws_them(tmp_path, monk
     assert _run(tmp_path, "--set", "parts=b") == 0
     data = _results(tmp_path)["data"]
     assert len(data["records"]) == len(groups)
-    reference = data["records"]["kingma-welling-pathwise_analytic_kl-z20"]
+    reference = data["records"]["kingma-welling-estimators-pathwise_analytic_kl-z20"]
     assert set(reference["probes"][0]["stats"]) == {label for label, _ in groups} - {paper.NVIL}
     for record in data["records"].values():
         assert len(record["probes"][0]["runs"]) == 2  # each run on its own parameters
@@ -163,7 +184,7 @@ def test_a_budget_stops_a_group_partway_and_the_next_invocation_goes_on(tmp_path
     err = capsys.readouterr().err
     assert "partial (about" in err and "stopped at the budget" in err
     assert err.count(" later\n") == 4
-    state = tmp_path / "results" / "paper-quick" / "state"
+    state = tmp_path / "results" / "paper-quick" / "state" / "a"  # its parts' own
     assert any(state.glob("pathwise_analytic_kl-z20-*.pt"))
     assert not _results(tmp_path)["data"]["records"]
     monkeypatch.setattr(paper, "estimate", real)
@@ -227,8 +248,15 @@ def test_an_invocation_with_another_plan_is_refused(tmp_path, monkeypatch):
                                          r"on with those settings, or start another with --set "
                                          r"state=NEW_FOLDER"):
         _run(tmp_path, "--set", "parts=c", "--set", "runs=3")
+    state = tmp_path / "results" / "paper-quick" / "state"
     with pytest.raises(SystemExit, match="it differs in parts"):
-        _run(tmp_path, "--set", "parts=a,c")
+        _run(tmp_path, "--set", "parts=a,c", "--set", f"state={state / 'c'}")
+    # By default another choice of parts has a state folder of its own, beside the first: (a)
+    # on one machine and (b), (c) on another never refuse each other.
+    _run(tmp_path, "--set", "parts=a,c")
+    plans = {folder.name: json.loads((folder / "plan.json").read_text())["parts"]
+             for folder in state.iterdir()}
+    assert plans == {"c": ["c"], "a-c": ["a", "c"]}
 
 
 def test_the_published_numbers_the_table_compares_with():

@@ -85,9 +85,14 @@ def test_elbo(vae: VAE, images: torch.Tensor, batch_size: int = 500,
     return total.item() / count
 
 
+LIKELIHOOD_CHUNK = 250  # samples of z drawn at a time for a batch of images, in L_k
+LIKELIHOOD_BATCH = 100  # images of such a batch
+
+
 @torch.no_grad()
 def importance_sampled_log_likelihood(vae: VAE, images: torch.Tensor, num_samples: int = 5000,
-                                      chunk: int = 250, batch_size: int = 100,
+                                      chunk: int = LIKELIHOOD_CHUNK,
+                                      batch_size: int = LIKELIHOOD_BATCH,
                                       description: str | None = None) -> torch.Tensor:
     """L_k per datapoint: log (1/k) sum_j p(x, z_j) / q(z_j | x), z_j ~ q(z | x), in nats.
 
