@@ -63,6 +63,9 @@ def test_the_final_likelihood_is_priced_from_its_own_passes():
     row = paper.estimate(group, config, data, timing, done_steps=0)
     # 3 runs x 100 batches of test images x 20 passes of 250 samples (k = 5000), 0.01 s each
     assert row["minutes"] == pytest.approx(3 * 100 * 20 * 0.01 / 60)
+    # what the measuring run spent beyond its steps (compiling, say) is paid once more
+    row = paper.estimate(group, config, data, {**timing, "setup_seconds": 30.0}, done_steps=0)
+    assert row["minutes"] == pytest.approx((3 * 100 * 20 * 0.01 + 30.0) / 60)
 
 
 def test_the_plan_fits_the_budget_in_order_and_cuts_the_rest():
