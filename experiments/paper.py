@@ -1062,6 +1062,54 @@ def times_table(results: dict, part: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def estimators_table(results: dict) -> str:
+    """Part (b)'s finished groups, one row an estimator in (b)'s order, as Markdown: the final
+    test ELBO and L_k (mean ± s.e. over runs), active units, the encoder gradient's total
+    variance and mean SNR at the last probe on the estimator's own runs, the device and the
+    training minutes."""
+    data = results["data"]
+    records = {r["label"]: r for r in data["records"].values() if "b" in r["parts"]}
+    lines = ["| estimator | runs | test ELBO | L_k (k) | active units | encoder gradient variance "
+             "| encoder SNR | device | training |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, _ in PARTS["b"]["groups"]:
+        record = records.get(label)
+        if record is None:
+            lines.append(f"| {label} | – | not run yet | | | | | | |")
+            continue
+        probe = _own_last_probe(record)
+        lines.append(
+            f"| {label} | {record['runs_counted']} | {mnist_vae._mean_se(record, 'test_elbo')} | "
+            f"{mnist_vae._mean_se(record, 'log_likelihood')} ({record['likelihood_k']}) | "
+            f"{record['active_units']:.1f} | "
+            + (f"{probe['total_variance']:.3g} | {probe['mean_snr']:.3g} |" if probe else "– | – |")
+            + f" {record['invocations'][-1]['device_name']} | {record['wall_seconds'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def _own_last_probe(record: dict) -> dict | None:
+    """The encoder's total variance and mean SNR at the last probe, averaged over the runs."""
+    last = record["probes"][-1] if record.get("probes") else {}
+    values = [run["encoder"] for run in last.get("runs", []) if "encoder" in run]
+    if not values:
+        return None
+    return {key: float(np.mean([v[key] for v in values])) for key in ("total_variance",
+                                                                     "mean_snr")}
+
+
+def estimators_paired(results: dict) -> str:
+    """Part (b)'s paired differences (run r of every group shares its seed) of the final test
+    ELBO and of L_k to the best estimator's, as printed text."""
+    from .style import paired_summary
+
+    data = results["data"]
+    records = [r for r in data["records"].values() if "b" in r["parts"]]
+    lines = []
+    for key, what in (("test_elbo", "the final test ELBO"), ("log_likelihood", "L_k")):
+        finals = {r["label"]: [f[key] for f in r["finals"]] for r in records}
+        lines += paired_summary(finals, data["runs"], what)
+    return "\n".join(lines)
+
+
 def _parts_of(key: str, data: dict) -> list[str]:
     return [part for part in data["parts"]
             if any(group_of(part, label, latent).key == key

@@ -192,6 +192,13 @@ class Stepper:
         def compiled(function):
             return torch.compile(function) if self.compiling else None
 
+        if self.compiling:
+            # Each training compiles its own step afresh. Without the reset, a process that
+            # trains many groups in a row (the paper programme measures 9 and trains 9) passes
+            # dynamo's recompile limit of 8 for the objective and Adam, and the later groups
+            # run uncompiled with only a warning (seen on an H200, torch 2.11).
+            torch._dynamo.reset()
+
         self._objective = EagerFallback(self.forward, compiled(self.forward), "the objective")
         self._optimizers = EagerFallback(self._optimizer_steps, compiled(self._optimizer_steps),
                                          "Adam")
