@@ -1096,6 +1096,26 @@ def _own_last_probe(record: dict) -> dict | None:
                                                                      "mean_snr")}
 
 
+def reference_probe_table(results: dict) -> str:
+    """Every estimator of (b) on the same parameters, run 0 of (b)'s first group, at each probe:
+    the encoder gradient's total variance and mean SNR, as Markdown (one row an estimator)."""
+    data = results["data"]
+    first = group_of("b", *PARTS["b"]["groups"][0]).key
+    record = data["records"].get(first)
+    if record is None or not record.get("probes"):
+        return ""
+    probes = record["probes"]
+    seen = [f"{p['examples_seen']:,} images" for p in probes]
+    lines = ["| estimator | " + " | ".join(f"variance at {s}" for s in seen) + " | "
+             + " | ".join(f"SNR at {s}" for s in seen) + " |",
+             "|---|" + "---|" * (2 * len(probes))]
+    for label in probes[-1]["stats"]:
+        cells = [probe["stats"][label]["encoder"] for probe in probes]
+        lines.append(f"| {label} | " + " | ".join(f"{c['total_variance']:.3g}" for c in cells)
+                     + " | " + " | ".join(f"{c['mean_snr']:.3g}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def estimators_paired(results: dict) -> str:
     """Part (b)'s paired differences (run r of every group shares its seed) of the final test
     ELBO and of L_k to the best estimator's, as printed text."""
