@@ -8,6 +8,7 @@ per group (the programme's --quick scale); nothing is statistical.
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -162,8 +163,52 @@ def test_the_estimator_comparison_probes_gradients_and_draws_them(tmp_path, monk
     assert set(reference["probes"][0]["stats"]) == {label for label, _ in groups} - {paper.NVIL}
     for record in data["records"].values():
         assert len(record["probes"][0]["runs"]) == 2  # each run on its own parameters
+    # The page's tables: every estimator of (b) in (b)'s order, the ones not run said so
+    results = _results(tmp_path)
+    rows = paper.estimators_table(results).splitlines()[2:]
+    assert [r.split(" | ")[0].lstrip("| ") for r in rows] == [
+        label for label, _ in paper.PARTS["b"]["groups"]]
+    trained = {label for label, _ in groups}
+    assert all(("not run yet" in r) != (r.split(" | ")[0].lstrip("| ") in trained) for r in rows)
+    probes = paper.reference_probe_table(results).splitlines()
+    assert len(probes) == 2 + len(reference["probes"][0]["stats"])  # a row each estimator
+    assert probes[0].count("variance at") == probes[0].count("SNR at") == len(reference["probes"])
+    paired = paper.estimators_paired(results)
+    assert "the final test ELBO" in paired and "L_k" in paired
+    assert len(paired.splitlines()) == 2 * len(groups)  # a heading and one line a follower
     for name in ("estimators-bound", "estimators-gradients"):
         assert (tmp_path / "figures" / f"paper-{name}-quick.png").exists()
+
+
+def test_an_estimator_far_below_the_others_is_drawn_below_the_axes(monkeypatch, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments import mnist_vae
+    from experiments.common import Paths
+
+    def record(label, start, end):
+        bounds = list(np.linspace(start, end, 5))
+        history = {"examples_seen": [1000 * (i + 1) for i in range(5)], "test_bound": bounds,
+                   "wall_seconds": [float(i + 1) for i in range(5)]}
+        return {"label": label, "estimator": label, "num_samples": 1, "examples_seen": 5000,
+                "histories": [history, history]}
+
+    runs = {"stl": record("stl", -150.0, -100.0), "score_function": record(
+        "score_function", -800.0, -80_000.0)}
+    view = {"labels": list(runs), "runs": runs, "settings": {"latent": 20},
+            "protocol": "kingma-welling", "num_runs": 2, "eval_size": 100, "scale_note": "t"}
+    drawn = {}
+    monkeypatch.setattr(mnist_vae, "save_figure", lambda fig, *a: drawn.setdefault("fig", fig))
+    mnist_vae._plot_bound(plt, view, tmp_path / "r.json", Paths(tmp_path))
+    axes = drawn["fig"].axes[0]
+    assert axes.get_ylim()[0] > -300  # the axes follow stl, not the score function's -80,000
+    legend = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert "score_function (below the axes: ends at -80,000)" in legend
+    assert "stl" in legend
+    plt.close("all")
 
 
 def test_a_budget_stops_a_group_partway_and_the_next_invocation_goes_on(tmp_path, monkeypatch,
