@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -154,8 +155,9 @@ class Group:
         return f"{self.protocol}-{self.name}"
 
 
-def group_of(part: str, label: str, latent: int, parts: tuple = ()) -> Group:
-    return Group(PARTS[part]["protocol"], label, latent, parts, PARTS[part].get("family", ""))
+def group_of(part: str, label: str, latent: int) -> Group:
+    """The group of ``part`` that trains ``label`` at ``latent`` (its parts: that one)."""
+    return Group(PARTS[part]["protocol"], label, latent, (part,), PARTS[part].get("family", ""))
 
 
 def groups_of(config: Config) -> list[Group]:
@@ -165,9 +167,10 @@ def groups_of(config: Config) -> list[Group]:
     for part in config.parts:
         for label, latent in PARTS[part]["groups"]:
             group = group_of(part, label, latent)
-            known = found.get(group.key, group)
-            found[group.key] = Group(known.protocol, label, latent, known.parts + (part,),
-                                     known.family)
+            if group.key in found:
+                group = dataclasses.replace(found[group.key],
+                                            parts=found[group.key].parts + (part,))
+            found[group.key] = group
     return list(found.values())
 
 
@@ -510,6 +513,7 @@ def _likelihood_chunk_seconds(vae, images: torch.Tensor, chunks: int = 2) -> flo
 
 def estimate(group: Group, config: Config, data: dict, timing: dict, done_steps: int) -> dict:
     """The group's steps left, and the minutes they and its evaluations are expected to take."""
+    from .mnist.evaluate import LIKELIHOOD_BATCH, LIKELIHOOD_CHUNK
     from .mnist.schedule import total_steps
 
     trainer = mnist_vae.train_config(study_config(config, group), group.label, group.latent)
@@ -519,8 +523,6 @@ def estimate(group: Group, config: Config, data: dict, timing: dict, done_steps:
     evaluations = left * batch // trainer.eval_every + 1
     probes = len(_measured(group, config)) * len(config.probe_fractions) * config.runs
     # The final L_k of every run: ceil(k / chunk) passes for each batch of test images.
-    from .mnist.evaluate import LIKELIHOOD_BATCH, LIKELIHOOD_CHUNK
-
     passes = (math.ceil(config.likelihood_k / LIKELIHOOD_CHUNK)
               * math.ceil(data["test_all"].shape[0] / LIKELIHOOD_BATCH))
     final = config.runs * passes * timing["seconds_per_likelihood_chunk"]
