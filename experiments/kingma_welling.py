@@ -141,7 +141,7 @@ def plot(plt, records: list[dict], note: str = ""):
     records = sorted(records, key=lambda r: r["latent"])
     columns = min(3, len(records))  # no empty columns while only some latents have finished
     rows = math.ceil(len(records) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(max(4 * columns, 6.4), 3.9 * rows),
+    fig, axes = plt.subplots(rows, columns, figsize=(max(3.4 * columns, 6.4), 3.7 * rows),
                              squeeze=False, constrained_layout=True)
     for ax, record in zip(axes.flat, records):
         latent = record["latent"]
