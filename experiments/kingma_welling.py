@@ -120,7 +120,8 @@ def table(comparisons: list[dict], every: int = 1) -> str:
                   ("above", "within", "below")}
         lines.append(f"| {c['latent']} | {c['runs']} | {_fmt(e['ours'], e['se'])} "
                      f"({e['images']:.3g}) | {e['published']:.2f} | {e['verdict']} | "
-                     f"{f['published']:.2f} ({f['images']:.3g}) | {v['difference']:+.2f} | "
+                     f"{f['published']:.2f} ({f['images']:.3g}) | {v['difference']:+.2f} "
+                     f"({v['verdict']}) | "
                      f"{counts['above']} / {counts['within']} / {counts['below']} |")
     for c in sorted(comparisons, key=lambda c: c["latent"]):
         lines += ["", f"N_z = {c['latent']}: at each digitised point of the published test curve "
@@ -133,14 +134,58 @@ def table(comparisons: list[dict], every: int = 1) -> str:
     return "\n".join(lines)
 
 
+def _power(images: float) -> str:
+    """2.5e8 -> '$2.5 \\times 10^{8}$', 1e7 -> '$10^{7}$' (matplotlib's mathtext)."""
+    exponent = math.floor(math.log10(images))
+    mantissa = round(images / 10**exponent, 1)
+    if mantissa == 10.0:
+        exponent, mantissa = exponent + 1, 1.0
+    power = f"10^{{{exponent}}}"
+    return f"${power}$" if mantissa == 1.0 else f"${mantissa:.1f} \\times {power}$"
+
+
+def _plot_margins(ax, comparisons: list[dict]) -> None:
+    """Ours at the end of training minus the published end value, one point per latent."""
+    latents = [c["latent"] for c in comparisons]
+    margins = [c["end_versus_published_end"] for c in comparisons]
+    where = np.arange(len(latents))
+    ax.axhspan(-DIGITISATION_NATS, DIGITISATION_NATS, color="black", alpha=0.08, linewidth=0,
+               label=f"±{DIGITISATION_NATS} nats: the digitisation")
+    ax.axhline(0.0, color="black", linewidth=0.8, alpha=0.5)
+    bars = [0.0 if math.isnan(m["se"]) else 2 * m["se"] for m in margins]
+    ax.errorbar(where, [m["difference"] for m in margins], yerr=bars, fmt="o", color="#1f77b4",
+                capsize=3, label="ours − theirs, ± 2 s.e. over runs")
+    for x, m, bar in zip(where, margins, bars):
+        ax.annotate(f"{m['difference']:+.1f}\n{m['verdict']}", (x, m["difference"] + bar),
+                    textcoords="offset points", xytext=(0, 3), fontsize=7, ha="center",
+                    va="bottom")
+    ax.set_xticks(where, [str(latent) for latent in latents])
+    ax.set_xlim(-0.6, len(latents) - 0.4)
+    top = max(m["difference"] + bar for m, bar in zip(margins, bars))
+    low = min(m["difference"] - bar for m, bar in zip(margins, bars))
+    ax.set_ylim(min(-1.0, low - 0.5), max(1.0, top) + 1.2)  # room for the labels above the bars
+    ax.set_xlabel("latent size N_z")
+    ax.set_ylabel("nats per image")
+    images = max(c["end"]["images"] for c in comparisons)
+    theirs = max(c["published_end"]["images"] for c in comparisons)
+    ax.set_title(f"ours at {_power(images)} images minus\ntheir end value at {_power(theirs)}",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+
+
 def plot(plt, records: list[dict], note: str = ""):
-    """One panel per latent: the published AEVB test curve and ours (mean ± 1 s.e. over runs)."""
+    """One panel per latent: the published AEVB test curve and ours (mean ± 1 s.e. over runs);
+    with two latents or more, a last panel sets each latent's end beside the published end value
+    (:func:`compare`'s ``end_versus_published_end``)."""
     from .mnist_vae import published_curves
     from .style import plot_band
 
     records = sorted(records, key=lambda r: r["latent"])
-    columns = min(3, len(records))  # no empty columns while only some latents have finished
-    rows = math.ceil(len(records) / columns)
+    comparisons = [compare(r) for r in records if "test" in published_curves(r["latent"])]
+    summary = len(comparisons) >= 2
+    panels = len(records) + summary
+    columns = min(3, panels)  # no empty columns while only some latents have finished
+    rows = math.ceil(panels / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(max(3.4 * columns, 6.4), 3.7 * rows),
                              squeeze=False, constrained_layout=True)
     for ax, record in zip(axes.flat, records):
@@ -159,7 +204,9 @@ def plot(plt, records: list[dict], note: str = ""):
         ax.set_ylabel("test lower bound (nats per image)")
         ax.set_ylim(bottom=max(ax.get_ylim()[0], -160))  # the first evaluations start far below
         ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(records):]:
+    if summary:
+        _plot_margins(axes.flat[len(records)], comparisons)
+    for ax in list(axes.flat)[panels:]:
         ax.axis("off")
     fig.suptitle("Kingma & Welling 2014, Figure 2: MNIST test bound against images seen\n"
                  "published curves (grey) and ours" + (f"; {note}" if note else ""), fontsize=10)

@@ -56,3 +56,38 @@ def test_the_table_names_every_latent_and_counts_the_verdicts():
     text = kw.table([kw.compare(_record(20, 3.0)), kw.compare(_record(5, -3.0))])
     assert "| 5 | 3 |" in text and "| 20 | 3 |" in text
     assert "N_z = 20: at each digitised point" in text and "below" in text
+
+
+def test_the_summary_row_gives_the_verdict_against_the_published_end_value():
+    # at 10^7 images the published N_z = 20 curve is near -105, 5.5 nats short of its end value
+    # (-99.52 at 2.5e8): a curve 10 nats above the published one ends above that end value, one
+    # on it ends below it
+    far, on = kw.compare(_record(20, 10.0)), kw.compare(_record(20, 0.0))
+    assert far["end_versus_published_end"]["verdict"] == "above"
+    assert on["end_versus_published_end"]["verdict"] == "below"
+    summary = kw.table([far]).splitlines()[2]
+    assert f"| {far['end_versus_published_end']['difference']:+.2f} (above) |" in summary
+
+
+def test_the_figure_adds_a_panel_of_the_margins_over_the_published_end_values():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [_record(20, 10.0), _record(5, 0.0, spread=2.0)]
+    fig = kw.plot(plt, records)
+    axes = [ax for ax in fig.axes if ax.axison]
+    assert len(axes) == 3  # one panel a latent, then the margins, latents in increasing order
+    margins = axes[2]
+    expected = [kw.compare(r)["end_versus_published_end"] for r in (records[1], records[0])]
+    points = next(line for line in margins.get_lines() if line.get_marker() == "o")
+    np.testing.assert_allclose(np.asarray(points.get_ydata(), dtype=float),
+                               [m["difference"] for m in expected])
+    labels = [t.get_text() for t in margins.texts]
+    assert labels == [f"{m['difference']:+.1f}\n{m['verdict']}" for m in expected]
+    assert [t.get_text() for t in margins.get_xticklabels()] == ["5", "20"]
+    plt.close(fig)
+    single = kw.plot(plt, records[:1])
+    assert len([ax for ax in single.axes if ax.axison]) == 1  # no margins panel for one latent
+    plt.close(single)
